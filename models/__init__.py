@@ -1,0 +1,1 @@
+"""Model architectures (zoo, imports); knows nothing of solver/."""

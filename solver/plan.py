@@ -1,0 +1,248 @@
+"""Plan: the one deployment record every method produces and every consumer reads.
+
+A plan round-trips through JSON (``schema_version`` 1.x); loading validates it against the JSON
+Schema shipped in ``solver/data/plan.schema.json`` and checks that its numbers agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .chain import chain_to_dict
+from .errors import InvalidInputError
+from .graph import LayerGraph
+from .partition import Partition
+from .problem import Problem
+from .status import Status
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "HardwareInfo",
+    "ModelInfo",
+    "Plan",
+    "SolverInfo",
+    "StagePlan",
+    "build_plan",
+    "fingerprint",
+    "load_plan",
+    "plan_schema",
+]
+
+SCHEMA_VERSION = "1.0"
+
+
+@lru_cache(maxsize=1)
+def plan_schema() -> dict[str, Any]:
+    text = resources.files("solver").joinpath("data/plan.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def fingerprint(graph: LayerGraph) -> str:
+    """sha256 of the model's canonical chain JSON: the runner refuses a plan for another model."""
+    canonical = json.dumps(chain_to_dict(graph), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    fingerprint: str
+    num_layers: int
+
+
+@dataclass(frozen=True)
+class HardwareInfo:
+    device: str | None
+    tier: str | None
+    capacity_bytes: int
+    devices: int
+    memory_model: str
+    link: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    status: Status
+    objective: float | None
+    bound: float | None
+    gap: float | None
+    wall_s: float
+    backend: str | None = None
+    time_limit_s: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int
+    device_rank: int
+    layers: tuple[str, ...]
+    memory_bytes: int
+    headroom_bytes: int
+    latency_s: float
+    compute_s: float
+    transfer_in_s: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: ModelInfo
+    workload: dict[str, Any]
+    hardware: HardwareInfo
+    method: str
+    solver: SolverInfo
+    stages: tuple[StagePlan, ...]
+    objective: dict[str, Any]
+    predicted: dict[str, Any]
+    schema_version: str = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "model": vars(self.model).copy(),
+            "workload": dict(self.workload),
+            "hardware": vars(self.hardware).copy(),
+            "method": self.method,
+            "solver": {**vars(self.solver), "status": self.solver.status.value,
+                       "info": dict(self.solver.info)},
+            "stages": [{**vars(s), "layers": list(s.layers)} for s in self.stages],
+            "objective": dict(self.objective),
+            "predicted": dict(self.predicted),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "plan") -> Plan:
+        """Validate against the schema, then build; errors name the source and the field."""
+        try:
+            jsonschema.validate(data, plan_schema())
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+            raise InvalidInputError(f"{source}: {where}: {exc.message}") from None
+        major = data["schema_version"].split(".")[0]
+        if major != SCHEMA_VERSION.split(".")[0]:
+            raise InvalidInputError(f"{source}: schema_version {data['schema_version']!r} is not "
+                                    f"readable by this version (reads {SCHEMA_VERSION})")
+        solver = dict(data["solver"])
+        solver["status"] = Status(solver["status"])
+        solver.setdefault("info", {})
+        plan = cls(
+            schema_version=data["schema_version"],
+            model=ModelInfo(**data["model"]),
+            workload=dict(data["workload"]),
+            hardware=HardwareInfo(**data["hardware"]),
+            method=data["method"],
+            solver=SolverInfo(**solver),
+            stages=tuple(StagePlan(**{**s, "layers": tuple(s["layers"])}) for s in data["stages"]),
+            objective=dict(data["objective"]),
+            predicted=dict(data["predicted"]),
+        )
+        plan.check(source)
+        return plan
+
+    def check(self, source: str = "plan") -> None:
+        """Consistency the schema cannot express: stage order, capacity, layer count."""
+        for position, stage in enumerate(self.stages):
+            if stage.index != position:
+                raise InvalidInputError(f"{source}: stages/{position}/index: expected {position}, "
+                                        f"got {stage.index}")
+            if stage.memory_bytes > self.hardware.capacity_bytes:
+                raise InvalidInputError(
+                    f"{source}: stages/{position}/memory_bytes: {stage.memory_bytes} exceeds "
+                    f"hardware.capacity_bytes {self.hardware.capacity_bytes}")
+        layers = [name for stage in self.stages for name in stage.layers]
+        if len(layers) != self.model.num_layers or len(set(layers)) != len(layers):
+            raise InvalidInputError(f"{source}: stages: list {len(layers)} layers "
+                                    f"({len(set(layers))} distinct), model.num_layers is "
+                                    f"{self.model.num_layers}")
+        if len(self.stages) > self.hardware.devices:
+            raise InvalidInputError(f"{source}: stages: {len(self.stages)} stages for "
+                                    f"hardware.devices {self.hardware.devices}")
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path}: expected a JSON object")
+    return Plan.from_dict(data, source=str(path))
+
+
+def _tokens_per_batch(workload: dict[str, Any]) -> int | None:
+    batch, seq = workload.get("batch"), workload.get("seq_len")
+    if isinstance(batch, int) and isinstance(seq, int):
+        return batch * (seq if workload.get("phase", "prefill") == "prefill" else 1)
+    return None
+
+
+def build_plan(
+    graph: LayerGraph,
+    problem: Problem,
+    partition: Partition,
+    *,
+    device: str | None = None,
+    tier: str | None = None,
+    time_limit_s: float | None = None,
+    workload: dict[str, Any] | None = None,
+) -> Plan:
+    """Turn a feasible Partition into a Plan (stage tables, objective, predictions)."""
+    if partition.status is Status.INFEASIBLE:
+        raise InvalidInputError(f"no plan for an infeasible answer: {partition.diagnosis}")
+    stages = []
+    for j, (s, e) in enumerate(partition.stages):
+        memory = problem.stage_memory(s, e)
+        transfer = float(problem.transfer_s[s])
+        latency = problem.stage_time(s, e)
+        stages.append(StagePlan(
+            index=j, device_rank=j, layers=problem.names[s:e], memory_bytes=memory,
+            headroom_bytes=problem.capacity_bytes - memory, latency_s=latency,
+            compute_s=float(problem.prefix_latency[e] - problem.prefix_latency[s]),
+            transfer_in_s=transfer,
+        ))
+    times = [st.latency_s for st in stages]
+    bottleneck = max(times)
+    workload = dict(workload if workload is not None else graph.metadata.get("workload", {}))
+    tokens = _tokens_per_batch(workload)
+    return Plan(
+        model=ModelInfo(graph.name, fingerprint(graph), problem.n),
+        workload=workload,
+        hardware=HardwareInfo(device, tier, problem.capacity_bytes, problem.max_stages,
+                              problem.memory_model.value,
+                              None if problem.link is None else problem.link.to_dict()),
+        method=partition.method,
+        solver=SolverInfo(partition.status, partition.objective, partition.bound, partition.gap,
+                          partition.wall_s, partition.backend, time_limit_s, dict(partition.info)),
+        stages=tuple(stages),
+        objective={
+            "max_stage_latency_s": bottleneck,
+            "sum_stage_latency_s": sum(times),
+            "total_transfer_s": sum(st.transfer_in_s for st in stages),
+            "num_stages": len(stages),
+            "bottleneck_stage": times.index(bottleneck),
+        },
+        predicted={
+            # Steady state of a full pipeline: one batch leaves every bottleneck interval.
+            "batches_per_s": 1.0 / bottleneck if bottleneck > 0 else 0.0,
+            "fill_latency_s": sum(times),
+            "tokens_per_s": tokens / bottleneck if tokens and bottleneck > 0 else None,
+        },
+    )
