@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[torch,dev]'
 	touch $(STAMP)
 
+DEMO_MODEL := examples/paper-dense-16l.chain.json
+
 demo: $(STAMP)
-	$(VENV)/bin/cachepart compare examples/paper-dense-16l.chain.json --devices 16 --capacity 80GB
+	$(VENV)/bin/cachepart compare $(DEMO_MODEL) --devices 16 --capacity 80GB
+	@echo
+	@echo "The same model against a 50 MB L2 cache (exit code 3 expected: infeasible):"
+	@$(VENV)/bin/cachepart solve $(DEMO_MODEL) --devices 16 --capacity 50MB; test $$? -eq 3
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check solver models tests benchmarks

@@ -81,4 +81,4 @@ def solve_dp(problem: Problem, options: SolveOptions) -> Partition:
     if bounds is None or problem.objective(own) != z:
         raise AssertionError(f"dp value {z} not reproduced by its partition {own}")
     return Partition(bounds, Status.OPTIMAL, problem.objective(bounds), z, "dp",
-                     info={"dp_partition": list(own)})
+                     info={"dp_stages": len(own) - 1})
