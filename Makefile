@@ -14,13 +14,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[torch,dev]'
 	touch $(STAMP)
 
-DEMO_MODEL := examples/paper-dense-16l.chain.json
+DEMO := paper-dense-16l --batch 128 --seq 10000 --dtype bf16 --device h100-sxm --devices 16
 
 demo: $(STAMP)
-	$(VENV)/bin/cachepart compare $(DEMO_MODEL) --devices 16 --capacity 80GB
+	$(VENV)/bin/cachepart compare $(DEMO) --capacity hbm
 	@echo
-	@echo "The same model against a 50 MB L2 cache (exit code 3 expected: infeasible):"
-	@$(VENV)/bin/cachepart solve $(DEMO_MODEL) --devices 16 --capacity 50MB; test $$? -eq 3
+	@echo "The same model against the H100's 50 MiB L2 (exit code 3 expected: infeasible):"
+	@$(VENV)/bin/cachepart solve $(DEMO) --capacity l2; test $$? -eq 3
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check solver models tests benchmarks

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -13,15 +14,19 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from models.zoo import load_zoo_model, zoo_names
+
 from .algorithms import DEFAULT_TIME_LIMIT_S, ILP_BACKENDS, METHODS, ProgressEvent, SolveOptions
 from .compare import compare, compare_table
 from .errors import CachepartError, InvalidInputError, SolverError
+from .footprint import DTYPE_BYTES, Workload
+from .hardware import DEVICES, capacity_for, get_device
 from .plan import Plan, build_plan, load_plan
 from .problem import MemoryModel, Problem
 from .solve import solve
-from .sources import load_model
+from .sources import LoadedModel, load_model
 from .status import Status
-from .units import format_bytes, parse_bytes
+from .units import format_bytes
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INFEASIBLE", "EXIT_OK", "EXIT_SOLVER", "main"]
 
@@ -67,12 +72,41 @@ class _Progress:
             self._thread.join()
 
 
+MODEL_HELP = ("a zoo name (see `cachepart zoo`), a spec .yaml, a Hugging Face config.json, a chain "
+              "JSON, or a torch module factory file.py:factory / package.module:factory")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    g = p.add_argument_group("workload (not used for a chain JSON, which carries its own sizes)")
+    g.add_argument("--batch", type=int, default=1, help="sequences (or images) per batch (default 1)")
+    g.add_argument("--micro-batch", type=int, default=None,
+                   help="sequences in flight per stage (default: the whole batch)")
+    g.add_argument("--seq", type=int, default=2048,
+                   help="tokens per sequence; the context length when decoding (default 2048)")
+    g.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
+    g.add_argument("--dtype", choices=list(DTYPE_BYTES), default="bf16",
+                   help="weight and activation dtype (default bf16)")
+    g.add_argument("--weight-dtype", choices=list(DTYPE_BYTES), default=None,
+                   help="weight dtype when it differs from --dtype (for example int4)")
+    g.add_argument("--attention", choices=["fused", "eager"], default="fused",
+                   help="eager attention materialises the score matrix in its buffer")
+    g.add_argument("--granularity", choices=["block", "op"], default="block",
+                   help="one node per block (default) or per operator")
+    g.add_argument("--device", default="h100-sxm",
+                   help=f"device for tier capacities and latencies (default h100-sxm; "
+                        f"known: {', '.join(DEVICES)})")
+    g.add_argument("--input-shape", default=None, metavar="B,S",
+                   help="sample input shape for a torch module MODEL, for example 8,128")
+
+
 def _add_problem_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="chain JSON file (design.md format)")
+    _add_model_args(p)
     p.add_argument("--devices", "-k", type=int, required=True, metavar="K",
                    help="devices available: the most stages a plan may use")
     p.add_argument("--capacity", "-c", required=True, metavar="C",
-                   help="bytes per device: a count (52428800) or with a unit (50MiB, 48MB, 80GB)")
+                   help="bytes per device: a count (52428800), a size with a unit (50MiB, 48MB, "
+                        "80GB), or a tier of --device: smem, l2, l2-usable, hbm")
     p.add_argument("--memory-model", choices=[m.value for m in MemoryModel],
                    default=MemoryModel.ADDITIVE.value,
                    help="additive: sum of weights+activations+buffers (the paper's, default); "
@@ -107,17 +141,49 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print a plan JSON as a per-stage table")
     p.add_argument("plan", metavar="PLAN", help="plan JSON file")
+
+    p = sub.add_parser("inspect", help="parameters and per-layer footprints of a model")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sub.add_parser("zoo", help="list the built-in models with their parameter counts")
     return parser
 
 
-def _problem(args: argparse.Namespace) -> tuple[Any, Problem]:
-    graph = load_model(args.model)
-    capacity = parse_bytes(args.capacity, "--capacity")
+def _workload(args: argparse.Namespace) -> Workload:
+    return Workload(batch=args.batch, seq_len=args.seq, phase=args.phase,
+                    micro_batch=args.micro_batch, weight_dtype=args.weight_dtype or args.dtype,
+                    activation_dtype=args.dtype, attention=args.attention)
+
+
+def _input_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInputError(f"--input-shape: expected whole numbers like 8,128, got {text!r}") \
+            from None
+    return shape
+
+
+def _load(args: argparse.Namespace) -> LoadedModel:
+    loaded = load_model(args.model, _workload(args), granularity=args.granularity,
+                        device=args.device, input_shape=_input_shape(args.input_shape))
+    for warning in loaded.warnings:
+        print(f"cachepart: warning: {warning}", file=sys.stderr)
+    return loaded
+
+
+def _problem(args: argparse.Namespace) -> tuple[LoadedModel, Problem, str | None]:
     if args.devices < 1:
         raise InvalidInputError(f"--devices: must be >= 1, got {args.devices}")
     if args.workers < 1:
         raise InvalidInputError(f"--workers: must be >= 1, got {args.workers}")
-    return graph, Problem.from_graph(graph, capacity, args.devices, args.memory_model)
+    capacity, tier = capacity_for(args.capacity, get_device(args.device))
+    loaded = _load(args)
+    problem = Problem.from_graph(loaded.graph, capacity, args.devices, args.memory_model)
+    return loaded, problem, tier
 
 
 def _options(args: argparse.Namespace, **extra: Any) -> SolveOptions:
@@ -158,14 +224,16 @@ def _stage_table(plan: Plan) -> str:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    graph, problem = _problem(args)
+    loaded, problem, tier = _problem(args)
     with _Progress(sys.stderr, args.method, enabled=not args.quiet) as progress:
         options = _options(args, backend=args.solver, progress=progress)
         part = solve(problem, args.method, options)
     if part.status is Status.INFEASIBLE:
         print(f"cachepart: infeasible: {part.diagnosis}", file=sys.stderr)
         return EXIT_INFEASIBLE
-    plan = build_plan(graph, problem, part, time_limit_s=args.time_limit)
+    device = None if loaded.kind == "chain" else args.device
+    plan = build_plan(loaded.graph, problem, part, time_limit_s=args.time_limit, device=device,
+                      tier=tier)
     if args.output:
         plan.save(args.output)
     if not args.quiet:
@@ -176,7 +244,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    _, problem = _problem(args)
+    _, problem, _ = _problem(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -207,12 +275,54 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    layers = loaded.graph.layers()
+    params = loaded.params if loaded.params is not None else None
+    weight = int(sum(layer["weight_bytes"] for layer in layers))
+    rows = [{"name": layer["name"], "params": layer.get("params"),
+             "weight_bytes": layer["weight_bytes"], "activation_bytes": layer["activation_bytes"],
+             "buffer_bytes": layer.get("buffer_bytes", 0),
+             "kv_cache_bytes": layer.get("kv_cache_bytes", 0),
+             "flops": layer.get("flops"), "latency_s": layer["latency_s"]} for layer in layers]
+    if args.json:
+        doc = {"model": loaded.graph.name, "source_kind": loaded.kind, "params": params,
+               "declared_params": loaded.spec.declared_params if loaded.spec else None,
+               "weight_bytes": weight, "workload": loaded.graph.metadata.get("workload"),
+               "device": loaded.graph.metadata.get("device"), "warnings": loaded.warnings,
+               "layers": rows}
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    table = pd.DataFrame(rows)
+    for col in ("weight_bytes", "activation_bytes", "buffer_bytes", "kv_cache_bytes"):
+        table[col] = [format_bytes(v) for v in table[col]]
+    print(f"{loaded.graph.name}: {len(rows)} layers, "
+          f"{'?' if params is None else f'{params:,}'} parameters, weights {format_bytes(weight)}")
+    with pd.option_context("display.width", 200, "display.max_rows", 400):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return EXIT_OK
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    rows = []
+    for name in zoo_names():
+        spec = load_zoo_model(name)
+        rows.append({"model": name, "params": f"{spec.params():,}",
+                     "published": f"{spec.published_params:,}" if spec.published_params else "-",
+                     "active": f"{spec.arch.active_params():,}",
+                     "note": "declared " + f"{spec.declared_params:,}" if spec.declared_params
+                     else ""})
+    print(pd.DataFrame(rows).to_string(index=False))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed in one line
         return int(exc.code or 0)
-    handlers = {"solve": _cmd_solve, "compare": _cmd_compare, "show": _cmd_show}
+    handlers = {"solve": _cmd_solve, "compare": _cmd_compare, "show": _cmd_show,
+                "inspect": _cmd_inspect, "zoo": _cmd_zoo}
     try:
         return handlers[args.command](args)
     except InvalidInputError as exc:
@@ -224,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CachepartError as exc:
         print(f"cachepart: error: {exc}", file=sys.stderr)
         return EXIT_SOLVER
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ def relative_gap(objective: float | None, bound: float | None) -> float | None:
         return None
     if objective <= 0:
         return 0.0
-    return max(0.0, (objective - bound) / objective)
+    gap = (objective - bound) / objective
+    return 0.0 if gap < 1e-12 else gap  # below that it is float rounding, not a gap
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,147 @@
-"""Turn a MODEL argument into a LayerGraph. Today: a chain JSON file."""
+"""Turn a MODEL argument into a footprint-annotated LayerGraph.
+
+MODEL is a zoo name, a spec YAML, a Hugging Face config.json, a chain JSON, or a torch module
+factory (``file.py:factory`` or ``package.module:factory``, built on the meta device).
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .chain import load_chain
+from models.errors import SpecError
+from models.layers import LayerDesc
+from models.spec import ModelSpec, load_spec
+from models.transformer import Granularity
+from models.zoo import load_zoo_model, zoo_names
+
+from .chain import chain_from_dict, load_chain
+from .cost import roofline_latency
 from .errors import InvalidInputError
+from .footprint import LayerFootprint, Workload, footprints
 from .graph import LayerGraph
+from .hardware import Device, get_device
 
-__all__ = ["load_model"]
+__all__ = ["LoadedModel", "graph_from_layers", "load_model", "model_layers"]
 
 
-def load_model(source: str) -> LayerGraph:
-    """Load a model from a chain JSON path."""
+@dataclass
+class LoadedModel:
+    """A model ready to partition, with what was learned loading it."""
+
+    graph: LayerGraph
+    kind: str
+    """zoo, spec, hf-config, chain or torch."""
+    params: int | None = None
+    footprints: list[LayerFootprint] = field(default_factory=list)
+    spec: ModelSpec | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _is_module_factory(source: str) -> bool:
+    head, sep, tail = source.rpartition(":")
+    return bool(sep) and tail.isidentifier() and not Path(source).exists() and \
+        (head.endswith(".py") or all(p.isidentifier() for p in head.split(".")))
+
+
+def model_layers(source: str, granularity: Granularity = "block",
+                 input_shape: tuple[int, ...] | None = None) -> tuple[str, list[LayerDesc],
+                                                                   ModelSpec | None, str]:
+    """(name, layer descriptors, spec if any, kind) of a non-chain MODEL."""
+    try:
+        if source in zoo_names():
+            spec = load_zoo_model(source)
+            return spec.name, spec.arch.layer_descs(granularity), spec, "zoo"
+        path = Path(source)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            spec = load_spec(path)
+            return spec.name, spec.arch.layer_descs(granularity), spec, "spec"
+        if path.suffix.lower() == ".json":
+            from models.hf import load_hf_config
+
+            name, arch = load_hf_config(path)
+            spec = ModelSpec(name=name, arch=arch, source=str(path))
+            return name, arch.layer_descs(granularity), spec, "hf-config"
+        if _is_module_factory(source):
+            from models.torch_import import load_module_from_path, module_layers
+
+            if input_shape is None:
+                raise InvalidInputError(f"MODEL {source!r}: a torch module needs --input-shape "
+                                        "(for example 8,128)")
+            module = load_module_from_path(source)
+            unit = "token" if len(input_shape) >= 2 else "sample"
+            layers = module_layers(module, input_shape, unit=unit)
+            return source.rpartition(":")[2], layers, None, "torch"
+    except SpecError as exc:
+        raise InvalidInputError(str(exc)) from None
+    if Path(source).exists():
+        raise InvalidInputError(f"MODEL: {source!r}: unsupported file type (expected a spec "
+                                ".yaml, a chain or HF config .json, or file.py:factory)")
+    raise InvalidInputError(f"MODEL: {source!r} is neither a file nor a zoo model "
+                            f"(zoo: {', '.join(zoo_names())})")
+
+
+def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
+                      device: Device, *, input_bytes: int = 0,
+                      metadata: dict[str, Any] | None = None) -> tuple[LayerGraph, list[LayerFootprint]]:
+    """Annotate descriptors with footprints and roofline latencies as a chain LayerGraph."""
+    fps = footprints(layers, workload)
+    rows = []
+    for fp in fps:
+        rows.append({"name": fp.name, "kind": fp.kind, "params": fp.params,
+                     "weight_bytes": fp.weight_bytes, "activation_bytes": fp.activation_bytes,
+                     "buffer_bytes": fp.buffer_bytes, "kv_cache_bytes": fp.kv_cache_bytes,
+                     "flops": fp.flops, "bytes_moved": fp.bytes_moved,
+                     "latency_s": roofline_latency(fp, device, workload)})
+    meta = {"workload": workload.to_dict(), "device": device.name, **(metadata or {})}
+    graph = LayerGraph.chain(name, rows, input_bytes=input_bytes, link=device.link, metadata=meta)
+    return graph, fps
+
+
+def _input_bytes(layers: list[LayerDesc], spec: ModelSpec | None, workload: Workload) -> int:
+    """The model input fed to stage 0: token ids (int32), or images in the activation dtype."""
+    from .footprint import DTYPE_BYTES
+
+    arch = spec.arch if spec is not None else None
+    if arch is not None and hasattr(arch, "image") and getattr(arch, "kind", "cnn") != "decoder" \
+            and getattr(arch, "image", 0):
+        per = arch.channels * arch.image**2  # type: ignore[attr-defined]
+        return int(workload.sequences * per * DTYPE_BYTES[workload.activation_dtype])
+    if layers and layers[0].unit == "token":
+        return workload.tokens_per_step * 4
+    return 0
+
+
+def load_model(source: str, workload: Workload | None = None, *,
+               granularity: Granularity = "block", device: str = "h100-sxm",
+               input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    """Load MODEL as a LayerGraph. A chain JSON already carries its bytes and times, so the
+    workload, granularity and device do not apply to it."""
     path = Path(source)
-    if path.suffix.lower() == ".json":
-        return load_chain(path)
-    if not path.exists():
-        raise InvalidInputError(f"MODEL: {source!r} is not a file (expected a chain JSON path)")
-    raise InvalidInputError(f"MODEL: {source!r}: unsupported file type {path.suffix!r} "
-                            "(expected a chain JSON file, *.json)")
+    if path.suffix.lower() == ".json" and path.exists():
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return LoadedModel(load_chain(path), "chain")  # load_chain words the error
+        if isinstance(doc, dict) and "layers" in doc:
+            try:
+                return LoadedModel(chain_from_dict(doc, default_name=path.stem), "chain")
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{path}: {exc}") from None
+    if granularity not in ("block", "op"):
+        raise InvalidInputError(f"--granularity: expected block or op, got {granularity!r}")
+    workload = workload or Workload()
+    dev = get_device(device)
+    name, layers, spec, kind = model_layers(source, granularity, input_shape)
+    warnings = []
+    if spec is not None and (warning := spec.parameter_warning()) is not None:
+        warnings.append(warning)
+    params = sum(layer.params for layer in layers)
+    meta: dict[str, Any] = {"params": params, "source_kind": kind, "granularity": granularity}
+    if spec is not None and spec.declared_params:
+        meta["declared_params"] = spec.declared_params
+    graph, fps = graph_from_layers(name, layers, workload, dev,
+                                   input_bytes=_input_bytes(layers, spec, workload), metadata=meta)
+    return LoadedModel(graph, kind, params, fps, spec, warnings)

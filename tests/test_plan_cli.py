@@ -97,7 +97,7 @@ def test_cli_compare_table_and_csv(chain_file: Path, tmp_path: Path, capsys) -> 
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["--capacity", "lots"], 2, "--capacity: cannot read 'lots'"),
+    (["--capacity", "12 lots"], 2, "--capacity: unknown unit"),
     (["--capacity", "1MB"], 3, "layer 'embed' cannot fit on one device"),
     (["--capacity", "300MB", "--devices", "0"], 2, "--devices: must be >= 1, got 0"),
     (["--capacity", "278925000", "--devices", "1", "-m", "dp"], 3, "at least 2 devices"),

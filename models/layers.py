@@ -1,0 +1,63 @@
+"""Workload-independent layer descriptors: what an architecture says about each layer.
+
+Sizes are in elements (not bytes) per *unit*: per token for sequence models, per sample for
+layers whose size does not depend on the sequence (a CNN's convolutions). The footprint module
+(solver/footprint.py) turns them into bytes and FLOPs for a workload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["AttentionShape", "LayerDesc", "Unit"]
+
+Unit = Literal["token", "sample"]
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    """What the attention in a layer needs beyond its projections: score FLOPs and workspace
+    grow with seq^2, the KV cache with the context length."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    causal: bool = True
+
+
+@dataclass(frozen=True)
+class LayerDesc:
+    """One node of the layer chain, before a workload is chosen."""
+
+    name: str
+    kind: str
+    """embed, block, attention, mlp, moe, norm, head, conv, pool, fc, module, ..."""
+    params: int
+    """Parameters this layer owns (a tied LM head owns none: its matrix is the embedding's)."""
+    unit: Unit = "token"
+    out_elems: int = 0
+    """Output elements per unit (what crosses to the next layer)."""
+    flops: int = 0
+    """Forward FLOPs per unit, excluding attention scores (2 per multiply-add)."""
+    buffer_elems: int = 0
+    """Transient workspace per unit (the MLP intermediate, Q/K/V projections)."""
+    active_params: int | None = None
+    """Parameters read per unit when fewer than all (mixture of experts: the routed experts)."""
+    stored_params: int | None = None
+    """Parameters the device holding this layer must store, when not ``params`` (a tied head
+    keeps its own copy of the embedding matrix on its device)."""
+    attention: AttentionShape | None = None
+    tokens_per_sample: int | None = None
+    """Fixed tokens per sample (a ViT's patches + class token); None: the workload's seq_len."""
+    dtype: str | None = None
+    """Parameter dtype recorded by an import (torch modules); the workload's dtype wins."""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def weight_params(self) -> int:
+        return self.params if self.stored_params is None else self.stored_params
+
+    @property
+    def read_params(self) -> int:
+        return self.weight_params if self.active_params is None else self.active_params

@@ -1,0 +1,220 @@
+"""Transformer architectures (decoders, encoders, ViT) and their layer chains.
+
+Parameter counts follow the Hugging Face module layouts: embeddings, every block, the final
+norm, and an untied LM head where the model has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import SpecError
+from .layers import AttentionShape, LayerDesc
+
+__all__ = ["Granularity", "TransformerSpec"]
+
+Granularity = Literal["block", "op"]
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    """A transformer described by its dimensions and the layout facts its family implies."""
+
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    kv_heads: int | None = None
+    head_dim: int | None = None
+    vocab: int = 0
+    """0: no token embedding and no LM head (a bare stack of blocks)."""
+    kind: Literal["decoder", "encoder", "vit"] = "decoder"
+    mlp: Literal["gated", "plain"] = "gated"
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    norms_per_layer: int = 2
+    """2 (pre-attention, pre-MLP); 1 for a parallel block; 4 for Gemma-2's sandwich norms."""
+    attn_bias: bool = False
+    """Biases on Q, K, V and the output projection."""
+    qkv_bias: bool = False
+    """Biases on Q, K, V only (Qwen2)."""
+    mlp_bias: bool = False
+    lm_head: bool = True
+    tied_embeddings: bool = False
+    positions: int = 0
+    """Learned position embeddings (0: rotary or none)."""
+    token_types: int = 0
+    embed_norm: bool = False
+    final_norm: bool = True
+    pooler: bool = False
+    experts: int = 0
+    """Mixture of experts: experts per layer (0: dense MLP)."""
+    experts_per_token: int = 0
+    classes: int = 0
+    """ViT: classifier outputs."""
+    image: int = 0
+    patch: int = 0
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        choices = {"kind": ("decoder", "encoder", "vit"), "mlp": ("gated", "plain"),
+                   "norm": ("rmsnorm", "layernorm")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SpecError(f"{name}: expected one of {', '.join(allowed)}, "
+                                f"got {getattr(self, name)!r}")
+        if self.norms_per_layer not in (1, 2, 4):
+            raise SpecError(f"norms_per_layer: expected 1, 2 or 4, got {self.norms_per_layer!r}")
+        for name in ("hidden", "layers", "heads", "ffn"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise SpecError(f"{name}: must be a positive whole number, got {value!r}")
+        for name in ("vocab", "positions", "token_types", "experts", "experts_per_token",
+                     "classes", "image", "patch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise SpecError(f"{name}: must be a whole number >= 0, got {value!r}")
+        if self.kv_heads is not None and (self.kv_heads <= 0 or self.heads % self.kv_heads):
+            raise SpecError(f"kv_heads: must divide heads ({self.heads}), got {self.kv_heads!r}")
+        if self.head_dim is None and self.hidden % self.heads:
+            raise SpecError(f"heads: {self.heads} does not divide hidden {self.hidden}; "
+                            "give head_dim")
+        if self.experts and not 0 < self.experts_per_token <= self.experts:
+            raise SpecError(f"experts_per_token: must be in 1..{self.experts}, "
+                            f"got {self.experts_per_token!r}")
+        if self.kind == "vit" and (self.image <= 0 or self.patch <= 0 or self.image % self.patch):
+            raise SpecError(f"patch: must divide image ({self.image}), got {self.patch!r}")
+
+    # ----- dimensions -------------------------------------------------------------------
+    @property
+    def dh(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.hidden // self.heads
+
+    @property
+    def kvh(self) -> int:
+        return self.kv_heads if self.kv_heads is not None else self.heads
+
+    @property
+    def norm_params(self) -> int:
+        return self.hidden * (2 if self.norm == "layernorm" else 1)
+
+    @property
+    def tokens_per_sample(self) -> int | None:
+        if self.kind == "vit":
+            return (self.image // self.patch) ** 2 + 1
+        return None
+
+    def attention_params(self) -> int:
+        h, q, kv = self.hidden, self.heads * self.dh, self.kvh * self.dh
+        weights = h * q + 2 * h * kv + q * h
+        if self.attn_bias:
+            return weights + q + 2 * kv + h
+        if self.qkv_bias:
+            return weights + q + 2 * kv
+        return weights
+
+    def expert_params(self) -> int:
+        matrices = 3 if self.mlp == "gated" else 2
+        weights = matrices * self.hidden * self.ffn
+        if self.mlp_bias:
+            weights += (matrices - 1) * self.ffn + self.hidden
+        return weights
+
+    def mlp_params(self) -> tuple[int, int]:
+        """(stored, read per token) parameters of one block's MLP or MoE."""
+        if not self.experts:
+            p = self.expert_params()
+            return p, p
+        router = self.hidden * self.experts
+        return (self.experts * self.expert_params() + router,
+                self.experts_per_token * self.expert_params() + router)
+
+    def embed_params(self) -> int:
+        if self.kind == "vit":
+            patch = self.channels * self.patch**2 * self.hidden + self.hidden
+            return patch + self.hidden + (self.tokens_per_sample or 0) * self.hidden
+        p = self.vocab * self.hidden + self.positions * self.hidden
+        p += self.token_types * self.hidden
+        return p + (self.norm_params if self.embed_norm else 0)
+
+    def head_params(self) -> tuple[int, int]:
+        """(owned, stored) parameters of the final norm plus the output layer."""
+        norm = self.norm_params if self.final_norm else 0
+        if self.kind == "vit":
+            p = norm + self.hidden * self.classes + self.classes
+            return p, p
+        if self.kind == "encoder":
+            p = norm + (self.hidden * self.hidden + self.hidden if self.pooler else 0)
+            return p, p
+        if not self.lm_head or not self.vocab:
+            return norm, norm
+        matrix = self.vocab * self.hidden
+        return (norm, norm + matrix) if self.tied_embeddings else (norm + matrix, norm + matrix)
+
+    def params(self) -> int:
+        """Total parameters (a tied head counted once)."""
+        return sum(layer.params for layer in self.layer_descs("block"))
+
+    def active_params(self) -> int:
+        return sum(layer.read_params if layer.kind != "head" else layer.params
+                   for layer in self.layer_descs("block"))
+
+    # ----- the chain ----------------------------------------------------------------------
+    def layer_descs(self, granularity: Granularity = "block") -> list[LayerDesc]:
+        if granularity not in ("block", "op"):
+            raise SpecError(f"granularity: expected 'block' or 'op', got {granularity!r}")
+        h = self.hidden
+        tps = self.tokens_per_sample
+        attn_shape = AttentionShape(self.heads, self.kvh, self.dh, causal=self.kind == "decoder")
+        attn_p = self.attention_params()
+        mlp_stored, mlp_read = self.mlp_params()
+        qkv_elems = (self.heads + 2 * self.kvh) * self.dh
+        inter = self.ffn * (2 if self.mlp == "gated" else 1) * max(1, self.experts_per_token)
+        norms = self.norms_per_layer * self.norm_params
+
+        out: list[LayerDesc] = []
+        embed_p = self.embed_params()
+        if embed_p:
+            flops = 2 * self.channels * self.patch**2 * h if self.kind == "vit" else 0
+            out.append(LayerDesc("embed", "embed", embed_p, out_elems=h, flops=flops,
+                                 tokens_per_sample=tps))
+        for i in range(self.layers):
+            if granularity == "block":
+                out.append(LayerDesc(
+                    f"block{i}", "block", attn_p + mlp_stored + norms, out_elems=h,
+                    flops=2 * (attn_p + mlp_read), buffer_elems=max(qkv_elems, inter),
+                    active_params=(attn_p + mlp_read + norms) if self.experts else None,
+                    attention=attn_shape, tokens_per_sample=tps))
+                continue
+            # Op granularity: the residual stream travels with a norm's output (2h per token).
+            def norm(tag: str, i: int = i) -> LayerDesc:
+                return LayerDesc(f"block{i}.{tag}", "norm", self.norm_params, out_elems=2 * h,
+                                 tokens_per_sample=tps)
+
+            post = self.norms_per_layer == 4
+            out.append(norm("attn_norm"))
+            out.append(LayerDesc(f"block{i}.attn", "attention", attn_p, out_elems=h,
+                                 flops=2 * attn_p, buffer_elems=qkv_elems, attention=attn_shape,
+                                 tokens_per_sample=tps))
+            if post:
+                out.append(norm("post_attn_norm"))
+            if self.norms_per_layer >= 2:
+                out.append(norm("mlp_norm"))
+            out.append(LayerDesc(
+                f"block{i}.{'moe' if self.experts else 'mlp'}", "moe" if self.experts else "mlp",
+                mlp_stored, out_elems=h, flops=2 * mlp_read, buffer_elems=inter,
+                active_params=mlp_read if self.experts else None, tokens_per_sample=tps))
+            if post:
+                out.append(norm("post_mlp_norm"))
+        owned, stored = self.head_params()
+        if owned or stored:
+            if self.kind == "decoder" and self.lm_head and self.vocab:
+                width, flops = self.vocab, 2 * self.vocab * h
+            elif self.kind == "vit":
+                width, flops = self.classes, 2 * self.classes * h
+            else:
+                width, flops = h, 2 * (owned - (self.norm_params if self.final_norm else 0))
+            out.append(LayerDesc("head", "head", owned, out_elems=width, flops=flops,
+                                 stored_params=stored if stored != owned else None,
+                                 tokens_per_sample=tps))
+        return out

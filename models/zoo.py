@@ -1,0 +1,35 @@
+"""The built-in model zoo: one spec YAML per model in models/zoo/."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import yaml
+
+from .errors import SpecError
+from .spec import ModelSpec, spec_from_dict
+
+__all__ = ["load_zoo_model", "zoo_names"]
+
+
+def _files() -> dict[str, str]:
+    root = resources.files("models").joinpath("zoo")
+    return {f.name[: -len(".yaml")]: f.read_text("utf-8")
+            for f in root.iterdir() if f.name.endswith(".yaml")}
+
+
+@lru_cache(maxsize=1)
+def _zoo() -> dict[str, str]:
+    return dict(sorted(_files().items()))
+
+
+def zoo_names() -> list[str]:
+    return list(_zoo())
+
+
+def load_zoo_model(name: str) -> ModelSpec:
+    texts = _zoo()
+    if name not in texts:
+        raise SpecError(f"model {name!r} is not in the zoo (known: {', '.join(texts)})")
+    return spec_from_dict(yaml.safe_load(texts[name]), source=f"zoo/{name}.yaml")
