@@ -84,8 +84,9 @@ def _meta_copy(torch: Any, module: nn.Module) -> nn.Module:
     """A copy of ``module`` whose parameters and buffers live on the meta device.
 
     The memo hands deepcopy a fresh meta tensor for every parameter and buffer, so real weights
-    are never duplicated (``module.to("meta")`` on a plain deepcopy would first copy them all)
-    and tied parameters stay tied (one memo entry per tensor object). The user's module is not
+    are never duplicated (``module.to("meta")`` on a plain deepcopy would first copy them all,
+    and on the original would move the user's weights away) and tied parameters stay tied (one
+    memo entry per tensor object). The user's module is not
     touched: no device move, no mode change, no hooks left behind.
     """
     uninit = torch.nn.parameter.UninitializedTensorMixin
@@ -94,15 +95,18 @@ def _meta_copy(torch: Any, module: nn.Module) -> nn.Module:
         for sub in module.modules():
             for store, is_param in ((sub._parameters, True), (sub._buffers, False)):
                 for t in store.values():
-                    # lazy (uninitialized) parameters hold no memory: deepcopy copies them as is
-                    if t is None or id(t) in memo or isinstance(t, uninit):
+                    if t is None or id(t) in memo:
                         continue
-                    meta = torch.empty_like(t, device="meta")
-                    if is_param:
-                        meta = torch.nn.Parameter(meta, requires_grad=t.requires_grad)
+                    if isinstance(t, uninit):
+                        # a lazy module's placeholder: keep it lazy (materialized by the forward,
+                        # on meta); module.to("meta") would turn it into an empty Parameter
+                        meta = type(t)(requires_grad=t.requires_grad, device="meta", dtype=t.dtype)
+                    elif is_param:
+                        meta = torch.nn.Parameter(torch.empty_like(t, device="meta"), t.requires_grad)
+                    else:
+                        meta = torch.empty_like(t, device="meta")
                     memo[id(t)] = meta
         clone = copy.deepcopy(module, memo)
-        clone.to("meta")  # catches anything the memo did not cover (lazy parameters)
     except Exception as exc:
         raise SpecError(
             f"module: cannot copy {type(module).__name__} to the meta device: {_one_line(exc)}"
@@ -232,15 +236,15 @@ def module_layers(
     ``unit``, or when the forward fails on meta (naming the innermost chain layer running).
     """
     torch = _import_torch()
-    nn = torch.nn
-    if not isinstance(module, nn.Module):
+    tnn = torch.nn  # not `nn`: that name is the type-checking import used in annotations
+    if not isinstance(module, tnn.Module):
         raise SpecError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
     shape = _check_shape(input_shape, unit)
     dtype = _resolve_dtype(torch, input_dtype)
     units = shape[0] if unit == "sample" else shape[0] * shape[1]
 
     traced = _meta_copy(torch, module)
-    chain = _chain(traced, nn)
+    chain = _chain(traced, tnn)
     n = len(chain)
 
     # a module may appear at several chain positions (nn.Sequential(block, block)): its k-th
@@ -275,9 +279,9 @@ def module_layers(
     def flops_hook(mod: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         i = running[-1] if running else owner.get(id(mod))
         if i is not None:
-            flops[i] += _flops(mod, args, kwargs, output, nn)
+            flops[i] += _flops(mod, args, kwargs, output, tnn)
 
-    counted = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
+    counted = (tnn.Linear, tnn.modules.conv._ConvNd, tnn.MultiheadAttention)
     handles = []
     for sub in traced.modules():
         if isinstance(sub, counted):
@@ -294,7 +298,7 @@ def module_layers(
     except Exception as exc:
         where = chain[running[-1]][0] if running else ROOT
         hint = ""
-        if dtype.is_floating_point and any(isinstance(s, nn.Embedding) for s in traced.modules()):
+        if dtype.is_floating_point and any(isinstance(s, tnn.Embedding) for s in traced.modules()):
             hint = " (an embedding needs integer input: pass input_dtype=torch.long)"
         raise SpecError(
             f"layer {where!r}: forward of {type(module).__name__} failed on the meta device: "
@@ -304,7 +308,7 @@ def module_layers(
         for h in handles:
             h.remove()
 
-    uninit = nn.parameter.UninitializedTensorMixin
+    uninit = tnn.parameter.UninitializedTensorMixin
     seen: set[int] = set()
     descs: list[dict[str, Any]] = []
     for i, (name, m) in enumerate(chain):

@@ -98,6 +98,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         f"known: {', '.join(DEVICES)})")
     g.add_argument("--input-shape", default=None, metavar="B,S",
                    help="sample input shape for a torch module MODEL, for example 8,128")
+    g.add_argument("--input-dtype", default=None, choices=["float32", "bfloat16", "float16",
+                                                           "long", "int32"],
+                   help="input dtype for a torch module MODEL (default float32); long or int32 "
+                        "means token ids of shape B,S, sized per token")
 
 
 def _add_problem_args(p: argparse.ArgumentParser) -> None:
@@ -169,7 +173,8 @@ def _input_shape(text: str | None) -> tuple[int, ...] | None:
 
 def _load(args: argparse.Namespace) -> LoadedModel:
     loaded = load_model(args.model, _workload(args), granularity=args.granularity,
-                        device=args.device, input_shape=_input_shape(args.input_shape))
+                        device=args.device, input_shape=_input_shape(args.input_shape),
+                        input_dtype=args.input_dtype)
     for warning in loaded.warnings:
         print(f"cachepart: warning: {warning}", file=sys.stderr)
     return loaded

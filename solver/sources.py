@@ -47,8 +47,9 @@ def _is_module_factory(source: str) -> bool:
 
 
 def model_layers(source: str, granularity: Granularity = "block",
-                 input_shape: tuple[int, ...] | None = None) -> tuple[str, list[LayerDesc],
-                                                                   ModelSpec | None, str]:
+                 input_shape: tuple[int, ...] | None = None,
+                 input_dtype: str | None = None) -> tuple[str, list[LayerDesc],
+                                                          ModelSpec | None, str]:
     """(name, layer descriptors, spec if any, kind) of a non-chain MODEL."""
     try:
         if source in zoo_names():
@@ -71,8 +72,9 @@ def model_layers(source: str, granularity: Granularity = "block",
                 raise InvalidInputError(f"MODEL {source!r}: a torch module needs --input-shape "
                                         "(for example 8,128)")
             module = load_module_from_path(source)
-            unit = "token" if len(input_shape) >= 2 else "sample"
-            layers = module_layers(module, input_shape, unit=unit)
+            # Integer input means token ids (B, S): sizes per token; otherwise per sample.
+            unit = "token" if input_dtype in ("long", "int64", "int32") else "sample"
+            layers = module_layers(module, input_shape, input_dtype=input_dtype, unit=unit)
             return source.rpartition(":")[2], layers, None, "torch"
     except SpecError as exc:
         raise InvalidInputError(str(exc)) from None
@@ -116,7 +118,8 @@ def _input_bytes(layers: list[LayerDesc], spec: ModelSpec | None, workload: Work
 
 def load_model(source: str, workload: Workload | None = None, *,
                granularity: Granularity = "block", device: str = "h100-sxm",
-               input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+               input_shape: tuple[int, ...] | None = None,
+               input_dtype: str | None = None) -> LoadedModel:
     """Load MODEL as a LayerGraph. A chain JSON already carries its bytes and times, so the
     workload, granularity and device do not apply to it."""
     path = Path(source)
@@ -134,7 +137,7 @@ def load_model(source: str, workload: Workload | None = None, *,
         raise InvalidInputError(f"--granularity: expected block or op, got {granularity!r}")
     workload = workload or Workload()
     dev = get_device(device)
-    name, layers, spec, kind = model_layers(source, granularity, input_shape)
+    name, layers, spec, kind = model_layers(source, granularity, input_shape, input_dtype)
     warnings = []
     if spec is not None and (warning := spec.parameter_warning()) is not None:
         warnings.append(warning)

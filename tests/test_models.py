@@ -164,3 +164,15 @@ def test_cli_solve_zoo_model_records_device_and_tier(tmp_path: Path) -> None:
     assert plan["hardware"]["device"] == "h100-sxm" and plan["hardware"]["tier"] == "l2"
     assert plan["hardware"]["capacity_bytes"] == 50 * 2**20
     assert plan["workload"]["batch"] == 2
+
+
+def test_cli_torch_module_factory(capsys) -> None:
+    pytest.importorskip("torch")
+    factory = str(Path(__file__).resolve().parents[1] / "examples" / "torch_mlp.py") + ":build"
+    assert main(["inspect", factory, "--input-shape", "32,1024", "--batch", "32", "--dtype", "fp32",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["params"] == 6 * (1024 * 4096 + 4096 + 4096 * 1024 + 1024)
+    assert doc["layers"][0]["activation_bytes"] == 32 * 4096 * 4
+    assert main(["solve", factory, "-k", "2", "-c", "1GB", "-m", "dp", "-q"]) == 2
+    assert "--input-shape" in capsys.readouterr().err
