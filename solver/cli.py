@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import threading
@@ -17,6 +18,7 @@ import pandas as pd
 from models.zoo import load_zoo_model, zoo_names
 
 from .algorithms import DEFAULT_TIME_LIMIT_S, ILP_BACKENDS, METHODS, ProgressEvent, SolveOptions
+from .commands import COMMAND_MODULES
 from .compare import compare, compare_table
 from .errors import CachepartError, InvalidInputError, SolverError
 from .footprint import DTYPE_BYTES, Workload
@@ -28,7 +30,19 @@ from .sources import LoadedModel, load_model
 from .status import Status
 from .units import format_bytes
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INFEASIBLE", "EXIT_OK", "EXIT_SOLVER", "main"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INFEASIBLE",
+    "EXIT_OK",
+    "EXIT_SOLVER",
+    "add_model_args",
+    "add_problem_args",
+    "load_from_args",
+    "main",
+    "options_from_args",
+    "problem_from_args",
+    "stage_table",
+]
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_SOLVER = 0, 2, 3, 4
 
@@ -76,7 +90,7 @@ MODEL_HELP = ("a zoo name (see `cachepart zoo`), a spec .yaml, a Hugging Face co
               "JSON, or a torch module factory file.py:factory / package.module:factory")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     g = p.add_argument_group("workload (not used for a chain JSON, which carries its own sizes)")
     g.add_argument("--batch", type=int, default=1, help="sequences (or images) per batch (default 1)")
@@ -104,8 +118,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "means token ids of shape B,S, sized per token")
 
 
-def _add_problem_args(p: argparse.ArgumentParser) -> None:
-    _add_model_args(p)
+def add_problem_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
     p.add_argument("--devices", "-k", type=int, required=True, metavar="K",
                    help="devices available: the most stages a plan may use")
     p.add_argument("--capacity", "-c", required=True, metavar="C",
@@ -129,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("solve", help="solve one partition and write the plan JSON")
-    _add_problem_args(p)
+    add_problem_args(p)
     p.add_argument("--method", "-m", choices=list(METHODS), default="ilp",
                    help="partitioning method (default ilp)")
     p.add_argument("--solver", choices=list(ILP_BACKENDS), default="cpsat",
@@ -138,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or table")
 
     p = sub.add_parser("compare", help="run every method and print one table")
-    _add_problem_args(p)
+    add_problem_args(p)
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated methods (default all: {','.join(METHODS)})")
     p.add_argument("--csv", metavar="PATH", help="also save the table as CSV")
@@ -147,10 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("plan", metavar="PLAN", help="plan JSON file")
 
     p = sub.add_parser("inspect", help="parameters and per-layer footprints of a model")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     sub.add_parser("zoo", help="list the built-in models with their parameter counts")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(f"solver.commands.{module_name}").register(sub)
     return parser
 
 
@@ -171,7 +187,7 @@ def _input_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def _load(args: argparse.Namespace) -> LoadedModel:
+def load_from_args(args: argparse.Namespace) -> LoadedModel:
     loaded = load_model(args.model, _workload(args), granularity=args.granularity,
                         device=args.device, input_shape=_input_shape(args.input_shape),
                         input_dtype=args.input_dtype)
@@ -180,23 +196,23 @@ def _load(args: argparse.Namespace) -> LoadedModel:
     return loaded
 
 
-def _problem(args: argparse.Namespace) -> tuple[LoadedModel, Problem, str | None]:
+def problem_from_args(args: argparse.Namespace) -> tuple[LoadedModel, Problem, str | None]:
     if args.devices < 1:
         raise InvalidInputError(f"--devices: must be >= 1, got {args.devices}")
     if args.workers < 1:
         raise InvalidInputError(f"--workers: must be >= 1, got {args.workers}")
     capacity, tier = capacity_for(args.capacity, get_device(args.device))
-    loaded = _load(args)
+    loaded = load_from_args(args)
     problem = Problem.from_graph(loaded.graph, capacity, args.devices, args.memory_model)
     return loaded, problem, tier
 
 
-def _options(args: argparse.Namespace, **extra: Any) -> SolveOptions:
+def options_from_args(args: argparse.Namespace, **extra: Any) -> SolveOptions:
     return SolveOptions(time_limit_s=args.time_limit, seed=args.seed, workers=args.workers,
                         **extra)
 
 
-def _stage_table(plan: Plan) -> str:
+def stage_table(plan: Plan) -> str:
     rows = []
     for st in plan.stages:
         first, last = st.layers[0], st.layers[-1]
@@ -229,9 +245,9 @@ def _stage_table(plan: Plan) -> str:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    loaded, problem, tier = _problem(args)
+    loaded, problem, tier = problem_from_args(args)
     with _Progress(sys.stderr, args.method, enabled=not args.quiet) as progress:
-        options = _options(args, backend=args.solver, progress=progress)
+        options = options_from_args(args, backend=args.solver, progress=progress)
         part = solve(problem, args.method, options)
     if part.status is Status.INFEASIBLE:
         print(f"cachepart: infeasible: {part.diagnosis}", file=sys.stderr)
@@ -242,21 +258,21 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     if args.output:
         plan.save(args.output)
     if not args.quiet:
-        print(_stage_table(plan))
+        print(stage_table(plan))
         if args.output:
             print(f"plan written to {args.output}")
     return EXIT_OK
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    _, problem, _ = _problem(args)
+    _, problem, _ = problem_from_args(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InvalidInputError(f"--methods: unknown method {unknown[0] if unknown else ''!r} "
                                 f"(known: {', '.join(METHODS)})")
     with _Progress(sys.stderr, "compare") as progress:
-        answers = compare(problem, methods, _options(args, progress=progress))
+        answers = compare(problem, methods, options_from_args(args, progress=progress))
     table = compare_table(problem, answers)
     print(f"{problem.n} layers, {problem.max_stages} devices, capacity "
           f"{format_bytes(problem.capacity_bytes)} ({problem.memory_model.value})")
@@ -276,12 +292,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    print(_stage_table(load_plan(args.plan)))
+    print(stage_table(load_plan(args.plan)))
     return EXIT_OK
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    loaded = _load(args)
+    loaded = load_from_args(args)
     layers = loaded.graph.layers()
     params = loaded.params if loaded.params is not None else None
     weight = int(sum(layer["weight_bytes"] for layer in layers))
@@ -329,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"solve": _cmd_solve, "compare": _cmd_compare, "show": _cmd_show,
                 "inspect": _cmd_inspect, "zoo": _cmd_zoo}
     try:
-        return handlers[args.command](args)
+        handler = getattr(args, "handler", None) or handlers[args.command]
+        return int(handler(args))
     except InvalidInputError as exc:
         print(f"cachepart: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
