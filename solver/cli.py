@@ -254,7 +254,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         return EXIT_INFEASIBLE
     device = None if loaded.kind == "chain" else args.device
     plan = build_plan(loaded.graph, problem, part, time_limit_s=args.time_limit, device=device,
-                      tier=tier)
+                      tier=tier, source=args.model)
     if args.output:
         plan.save(args.output)
     if not args.quiet:

@@ -57,6 +57,9 @@ class ModelInfo:
     name: str
     fingerprint: str
     num_layers: int
+    source: str | None = None
+    """The MODEL argument the plan was made from (zoo name, file path, module factory)."""
+    granularity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ def build_plan(
     tier: str | None = None,
     time_limit_s: float | None = None,
     workload: dict[str, Any] | None = None,
+    source: str | None = None,
 ) -> Plan:
     """Turn a feasible Partition into a Plan (stage tables, objective, predictions)."""
     if partition.status is Status.INFEASIBLE:
@@ -223,7 +227,8 @@ def build_plan(
     workload = dict(workload if workload is not None else graph.metadata.get("workload", {}))
     tokens = _tokens_per_batch(workload)
     return Plan(
-        model=ModelInfo(graph.name, fingerprint(graph), problem.n),
+        model=ModelInfo(graph.name, fingerprint(graph), problem.n, source,
+                        graph.metadata.get("granularity")),
         workload=workload,
         hardware=HardwareInfo(device, tier, problem.capacity_bytes, problem.max_stages,
                               problem.memory_model.value,
