@@ -47,8 +47,13 @@ def plan_schema() -> dict[str, Any]:
 
 
 def fingerprint(graph: LayerGraph) -> str:
-    """sha256 of the model's canonical chain JSON: the runner refuses a plan for another model."""
-    canonical = json.dumps(chain_to_dict(graph), sort_keys=True, separators=(",", ":"))
+    """sha256 of the model's structure: layer names and byte footprints in order, the model
+    input and the link, not the latencies (a re-profiled or re-costed model is the same
+    model). The runner refuses a plan whose model does not match."""
+    doc = chain_to_dict(graph)
+    for layer in doc["layers"]:
+        layer.pop("latency_s", None)
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
