@@ -1,0 +1,84 @@
+"""``cachepart simulate PLAN``: run a plan through the GPipe forward simulator and report it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import pandas as pd
+
+from ..cli import EXIT_BAD_INPUT, EXIT_OK
+from ..errors import InvalidInputError
+from ..plan import load_plan
+from ..simulate import SimResult, simulate_plan
+
+__all__ = ["register", "report", "run"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "simulate", help="simulate a plan's pipeline: makespan, tokens/s, TPOT, bubble",
+        description="Discrete-event simulation of the GPipe forward schedule of a plan JSON.")
+    p.add_argument("plan", metavar="PLAN", help="plan JSON file")
+    p.add_argument("--microbatches", "-M", type=int, default=None, metavar="M",
+                   help="micro-batches in the batch (default: ceil(batch / micro_batch) from the "
+                        "plan's workload, 1 when it has none)")
+    p.add_argument("--decode-steps", type=int, default=1, metavar="N",
+                   help="consecutive decode steps; step k+1 of a micro-batch waits for its step k "
+                        "to leave the last stage (default 1; decode plans only)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=run)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g} s ({value * 1e3:.4g} ms)"
+
+
+def _rate(value: float | None) -> str:
+    return "- (workload unknown)" if value is None else f"{value:,.1f}"
+
+
+def report(result: SimResult, title: str = "") -> str:
+    """The text report: headline numbers, then the per-stage utilisation table."""
+    phase = result.phase or "phase unknown"
+    steps = f", {result.decode_steps} decode steps" if result.phase == "decode" else ""
+    if result.phase == "decode":
+        tpot_seq = f"{_seconds(result.tpot_per_sequence_s)}  (makespan / decode steps)"
+    else:
+        tpot_seq = "-  (defined for decode only: a prefill pass emits no token stream)"
+    rows = [{"stage": j, "latency_s": t, "busy_s": b, "utilisation": u,
+             "bottleneck": "*" if j == result.bottleneck_stage else ""}
+            for j, (t, b, u) in enumerate(zip(result.stage_times_s, result.busy_s,
+                                              result.utilisation, strict=True))]
+    table = pd.DataFrame(rows).to_string(
+        index=False, formatters={"latency_s": "{:.6g}".format, "busy_s": "{:.6g}".format,
+                                 "utilisation": "{:.1%}".format})
+    lines = [
+        f"{title}{result.stages} stages, {result.microbatches} micro-batches, {phase}{steps}",
+        f"makespan           {_seconds(result.makespan_s)}",
+        f"fill latency       {_seconds(result.fill_latency_s)}  (one micro-batch, empty pipeline)",
+        f"tokens/s batch     {_rate(result.tokens_per_s)}  (fill and drain included)",
+        f"tokens/s steady    {_rate(result.steady_tokens_per_s)}  (pipeline kept full)",
+        f"TPOT per sequence  {tpot_seq}",
+        f"TPOT paper         {_seconds(result.tpot_paper_s)}  (1 / batch tokens/s)",
+        f"bubble fraction    {result.bubble_fraction:.1%}",
+        table,
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        plan = load_plan(args.plan)
+        result = simulate_plan(plan, microbatches=args.microbatches,
+                               decode_steps=args.decode_steps)
+    except InvalidInputError as exc:
+        print(f"cachepart: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(report(result, f"{plan.model.name} ({plan.method}): "))
+    return EXIT_OK
