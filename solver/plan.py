@@ -6,6 +6,7 @@ Schema shipped in ``solver/data/plan.schema.json`` and checks that its numbers a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -195,8 +196,9 @@ def load_plan(path: str | Path) -> Plan:
     return Plan.from_dict(data, source=str(path))
 
 
-def _tokens_per_batch(workload: dict[str, Any]) -> int | None:
-    batch, seq = workload.get("batch"), workload.get("seq_len")
+def _tokens_per_microbatch(workload: dict[str, Any]) -> int | None:
+    """Tokens one micro-batch yields per pass: the stage latencies are per micro-batch."""
+    batch, seq = workload.get("micro_batch") or workload.get("batch"), workload.get("seq_len")
     if isinstance(batch, int) and isinstance(seq, int):
         return batch * (seq if workload.get("phase", "prefill") == "prefill" else 1)
     return None
@@ -230,8 +232,8 @@ def build_plan(
     times = [st.latency_s for st in stages]
     bottleneck = max(times)
     workload = dict(workload if workload is not None else graph.metadata.get("workload", {}))
-    tokens = _tokens_per_batch(workload)
-    return Plan(
+    tokens = _tokens_per_microbatch(workload)
+    plan = Plan(
         model=ModelInfo(graph.name, fingerprint(graph), problem.n, source,
                         graph.metadata.get("granularity")),
         workload=workload,
@@ -250,9 +252,24 @@ def build_plan(
             "bottleneck_stage": times.index(bottleneck),
         },
         predicted={
-            # Steady state of a full pipeline: one batch leaves every bottleneck interval.
-            "batches_per_s": 1.0 / bottleneck if bottleneck > 0 else 0.0,
+            # Steady state of a full pipeline: one micro-batch leaves every bottleneck interval.
+            "microbatches_per_s": 1.0 / bottleneck if bottleneck > 0 else 0.0,
             "fill_latency_s": sum(times),
             "tokens_per_s": tokens / bottleneck if tokens and bottleneck > 0 else None,
         },
     )
+    return _with_simulation(plan)
+
+
+def _with_simulation(plan: Plan) -> Plan:
+    """Add the simulator's view of one batch: fill and drain included."""
+    from .simulate import simulate_plan  # simulate reads Plan: import here, not at the top
+
+    if plan.objective["max_stage_latency_s"] <= 0:
+        return plan
+    sim = simulate_plan(plan)
+    predicted = {**plan.predicted, "microbatches": sim.microbatches,
+                 "batch_makespan_s": sim.makespan_s, "batch_tokens_per_s": sim.tokens_per_s,
+                 "bubble_fraction": sim.bubble_fraction, "tpot_paper_s": sim.tpot_paper_s,
+                 "tpot_per_sequence_s": sim.tpot_per_sequence_s}
+    return dataclasses.replace(plan, predicted=predicted)
