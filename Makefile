@@ -23,7 +23,7 @@ demo: $(STAMP)
 	@$(VENV)/bin/cachepart solve $(DEMO) --capacity l2; test $$? -eq 3
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check solver models tests benchmarks
+	$(VENV)/bin/ruff check solver models tests benchmarks notebooks/build.py examples
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
