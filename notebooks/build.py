@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 SIZE = os.environ.get("CACHEPART_NB_SIZE", "small")
-ROOT = Path(os.environ.get("CACHEPART_ROOT", Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()))
+HERE = Path.cwd()
+ROOT = Path(os.environ.get("CACHEPART_ROOT", HERE.parent if HERE.name == "notebooks" else HERE))
 RESULTS = Path(os.environ.get("CACHEPART_RESULTS", ROOT / "results"))
 RESULTS.mkdir(parents=True, exist_ok=True)
 pd.set_option("display.width", 160)
