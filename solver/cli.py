@@ -25,6 +25,7 @@ from .footprint import DTYPE_BYTES, Workload
 from .hardware import DEVICES, capacity_for, get_device
 from .plan import Plan, build_plan, load_plan
 from .problem import MemoryModel, Problem
+from .profile_io import apply_profile, load_profile
 from .solve import solve
 from .sources import LoadedModel, load_model
 from .status import Status
@@ -132,6 +133,8 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
                    help=f"seconds each solve may take (default {DEFAULT_TIME_LIMIT_S:g}); a "
                         "time-limited ILP answer is reported as feasible with its gap")
+    p.add_argument("--profile", metavar="FILE", default=None,
+                   help="measured per-layer latencies (cachepart profile) instead of the cost model")
     p.add_argument("--seed", type=int, default=0, help="solver random seed (default 0)")
     p.add_argument("--workers", type=int, default=2, help="solver threads (default 2)")
 
@@ -187,10 +190,13 @@ def _input_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def load_from_args(args: argparse.Namespace) -> LoadedModel:
+def load_from_args(args: argparse.Namespace, tier: str | None = None) -> LoadedModel:
     loaded = load_model(args.model, _workload(args), granularity=args.granularity,
                         device=args.device, input_shape=_input_shape(args.input_shape),
-                        input_dtype=args.input_dtype)
+                        input_dtype=args.input_dtype, tier=tier)
+    if getattr(args, "profile", None):
+        loaded.graph = apply_profile(loaded.graph, load_profile(args.profile))
+        loaded.graph.metadata["profile"] = str(args.profile)
     for warning in loaded.warnings:
         print(f"cachepart: warning: {warning}", file=sys.stderr)
     return loaded
@@ -202,7 +208,7 @@ def problem_from_args(args: argparse.Namespace) -> tuple[LoadedModel, Problem, s
     if args.workers < 1:
         raise InvalidInputError(f"--workers: must be >= 1, got {args.workers}")
     capacity, tier = capacity_for(args.capacity, get_device(args.device))
-    loaded = load_from_args(args)
+    loaded = load_from_args(args, tier)
     problem = Problem.from_graph(loaded.graph, capacity, args.devices, args.memory_model)
     return loaded, problem, tier
 
@@ -240,7 +246,8 @@ def stage_table(plan: Plan) -> str:
         f"in {sol.wall_s:.3g} s",
     ]
     if tps is not None:
-        lines.append(f"predicted {tps:,.0f} tokens/s at steady state")
+        unit = plan.workload.get("throughput_unit", "tokens")
+        lines.append(f"predicted {tps:,.0f} {unit}/s at steady state")
     return "\n".join(lines)
 
 

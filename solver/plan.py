@@ -199,6 +199,8 @@ def load_plan(path: str | Path) -> Plan:
 def _tokens_per_microbatch(workload: dict[str, Any]) -> int | None:
     """Tokens one micro-batch yields per pass: the stage latencies are per micro-batch."""
     batch, seq = workload.get("micro_batch") or workload.get("batch"), workload.get("seq_len")
+    if workload.get("throughput_unit") == "samples" and isinstance(batch, int):
+        return batch  # images: the "tokens" of a vision model's throughput are samples
     if isinstance(batch, int) and isinstance(seq, int):
         return batch * (seq if workload.get("phase", "prefill") == "prefill" else 1)
     return None

@@ -248,6 +248,8 @@ def simulate_plan(plan: Plan, microbatches: int | None = None, decode_steps: int
         sequences = None if micro is None else m * micro
     # Tokens each sequence yields per pass; an unknown phase makes the count unknown.
     per_token = {"decode": 1, "prefill": seq_len, None: None}[phase]
+    if workload.get("throughput_unit") == "samples":
+        per_token = 1  # a vision model's throughput counts images
     per_mb = None if micro is None or per_token is None else micro * per_token
     tokens = None if sequences is None or per_token is None else sequences * per_token * steps
     return simulate([st.latency_s for st in plan.stages], m, tokens_per_microbatch=per_mb,

@@ -86,18 +86,32 @@ def model_layers(source: str, granularity: Granularity = "block",
 
 
 def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
-                      device: Device, *, input_bytes: int = 0,
+                      device: Device, *, input_bytes: int = 0, tier: str | None = None,
+                      unit: str = "tokens",
                       metadata: dict[str, Any] | None = None) -> tuple[LayerGraph, list[LayerFootprint]]:
-    """Annotate descriptors with footprints and roofline latencies as a chain LayerGraph."""
+    """Annotate descriptors with footprints and roofline latencies as a chain LayerGraph.
+
+    With an on-chip ``tier`` (the capacity the plan must fit), a layer's data is read at that
+    tier's bandwidth (``latency_s``); ``latency_hbm_s`` keeps the time with its weights streamed
+    from main memory, which tiered residency needs."""
     fps = footprints(layers, workload)
+    on_chip = tier is not None and tier != device.main_memory
     rows = []
+    previous = input_bytes
     for fp in fps:
-        rows.append({"name": fp.name, "kind": fp.kind, "params": fp.params,
-                     "weight_bytes": fp.weight_bytes, "activation_bytes": fp.activation_bytes,
-                     "buffer_bytes": fp.buffer_bytes, "kv_cache_bytes": fp.kv_cache_bytes,
-                     "flops": fp.flops, "bytes_moved": fp.bytes_moved,
-                     "latency_s": roofline_latency(fp, device, workload)})
-    meta = {"workload": workload.to_dict(), "device": device.name, **(metadata or {})}
+        hbm = roofline_latency(fp, device, workload, input_bytes=previous)
+        row = {"name": fp.name, "kind": fp.kind, "params": fp.params,
+               "weight_bytes": fp.weight_bytes, "activation_bytes": fp.activation_bytes,
+               "buffer_bytes": fp.buffer_bytes, "kv_cache_bytes": fp.kv_cache_bytes,
+               "flops": fp.flops, "bytes_moved": fp.bytes_moved, "latency_s": hbm}
+        if on_chip:
+            row["latency_s"] = roofline_latency(fp, device, workload, tier, input_bytes=previous)
+            row["latency_hbm_s"] = hbm
+        rows.append(row)
+        previous = fp.activation_bytes
+    meta = {"workload": {**workload.to_dict(), "throughput_unit": unit},
+            "device": device.name, "tier": tier,
+            **(metadata or {})}
     graph = LayerGraph.chain(name, rows, input_bytes=input_bytes, link=device.link, metadata=meta)
     return graph, fps
 
@@ -119,7 +133,7 @@ def _input_bytes(layers: list[LayerDesc], spec: ModelSpec | None, workload: Work
 def load_model(source: str, workload: Workload | None = None, *,
                granularity: Granularity = "block", device: str = "h100-sxm",
                input_shape: tuple[int, ...] | None = None,
-               input_dtype: str | None = None) -> LoadedModel:
+               input_dtype: str | None = None, tier: str | None = None) -> LoadedModel:
     """Load MODEL as a LayerGraph. A chain JSON already carries its bytes and times, so the
     workload, granularity and device do not apply to it."""
     path = Path(source)
@@ -143,8 +157,12 @@ def load_model(source: str, workload: Workload | None = None, *,
         warnings.append(warning)
     params = sum(layer.params for layer in layers)
     meta: dict[str, Any] = {"params": params, "source_kind": kind, "granularity": granularity}
+    # Vision models (per-sample sizes, or a fixed token count per image) count images, not tokens.
+    per_sample = bool(layers) and (layers[0].unit == "sample" or layers[0].tokens_per_sample is not None)
     if spec is not None and spec.declared_params:
         meta["declared_params"] = spec.declared_params
     graph, fps = graph_from_layers(name, layers, workload, dev,
-                                   input_bytes=_input_bytes(layers, spec, workload), metadata=meta)
+                                   unit="samples" if per_sample else "tokens",
+                                   input_bytes=_input_bytes(layers, spec, workload), tier=tier,
+                                   metadata=meta)
     return LoadedModel(graph, kind, params, fps, spec, warnings)

@@ -1,9 +1,329 @@
-"""Placeholder replaced by the ILP module."""
+"""The ILP method: a segment model solved by CP-SAT (default), or HiGHS or CBC through PuLP.
+
+Model. Stages are half-open ranges [s, e). One boolean y[s, e] per candidate segment; flow
+conservation at positions 1..n-1, exactly one segment leaving 0 and one entering n, at most K
+segments; z >= lower_bound(problem) and, for every start s, z >= sum over e of T[s, e] y[s, e]
+(at most one segment leaves s, so the sum is the chosen stage's time); minimise z.
+
+Candidates. With an incumbent (``options.hint``, else the parametric method's plan when
+``options.use_hint``) of bottleneck UB, a segment costlier than UB cannot be in a better plan,
+and a segment [s, e) with f(s) + 1 + g(e) > K (f, g: fewest candidate segments from 0 to s and
+from e to n) lies on no plan of at most K stages. Both prunings keep every plan with
+bottleneck <= UB, the incumbent included. Without an incumbent every segment that fits stays.
+
+Measured on 2 workers (random chains with links, tests/helpers.py): the per-start rows beat
+one row per layer (z >= sum of T over the segments containing the layer) in both CP-SAT and
+HiGHS, because both LP relaxations sit at the average-load bound while the per-layer rows hold
+far more nonzeros; see the module report in the project notes.
+
+Status. The partition read from y is checked, its objective recomputed in floating point, and
+certified: it is optimal iff no partition has every stage strictly faster, an exact
+O(n log n) test on the reach arrays. OPTIMAL needs both the backend's proof and the
+certificate; anything else is FEASIBLE with a lower bound. Every answer is then replaced by
+``canonical_partition(problem, objective)``, so all exact methods return the same plan for an
+optimum (the raw ILP plan stays in ``info["ilp_partition"]``).
+"""
 
 from __future__ import annotations
 
-ILP_BACKENDS: dict[str, object] = {}
+import importlib.util
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError, SolverError
+from ..feasibility import canonical_partition, diagnose, fewest_stages, lower_bound
+from ..partition import Partition, check_partition
+from ..problem import Problem
+from ..status import Status
+from .base import SolveOptions
+from .parametric import minmax_partition
+
+__all__ = [
+    "ILP_BACKENDS",
+    "Backend",
+    "BackendResult",
+    "SegmentModel",
+    "build_segment_model",
+    "solve_ilp",
+]
+
+_UNREACHED = np.iinfo(np.int64).max // 4
 
 
-def solve_ilp(problem, options):  # type: ignore[no-untyped-def]
-    raise NotImplementedError
+@dataclass(frozen=True, eq=False)
+class SegmentModel:
+    """The candidate segments of one solve, as parallel arrays sorted by (start, end)."""
+
+    problem: Problem
+    starts: np.ndarray
+    ends: np.ndarray
+    times: np.ndarray
+    """Stage time of each segment, the same float formula as Problem.stage_time."""
+    lower: float
+    """lower_bound(problem): a valid floor for z."""
+    incumbent: tuple[int, ...] | None
+    upper: float
+    """The incumbent's bottleneck, or inf without one."""
+    capacity_segments: int
+    """Segments that fit the capacity, before pruning (for the record)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.starts)
+
+    def has_path(self) -> bool:
+        """Whether some plan of at most K candidate segments covers the layers."""
+        return self.size > 0 and bool(self.starts[0] == 0)
+
+    def groups(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per position p in 0..n: indices of the segments starting at p and ending at p."""
+        n = self.problem.n
+        positions = np.arange(n + 2)
+        out_cut = np.searchsorted(self.starts, positions)
+        by_end = np.argsort(self.ends, kind="stable")
+        in_cut = np.searchsorted(self.ends[by_end], positions)
+        outs = [np.arange(out_cut[p], out_cut[p + 1]) for p in range(n + 1)]
+        ins = [by_end[in_cut[p]:in_cut[p + 1]] for p in range(n + 1)]
+        return outs, ins
+
+    def mask_of(self, bounds: tuple[int, ...]) -> np.ndarray:
+        """Boolean mask of the segments of a partition (all of them must be candidates)."""
+        n1 = self.problem.n + 1
+        keys = self.starts * n1 + self.ends
+        wanted = np.array(bounds[:-1], dtype=np.int64) * n1 + np.array(bounds[1:], dtype=np.int64)
+        pos = np.searchsorted(keys, wanted)
+        if np.any(pos >= len(keys)) or np.any(keys[np.minimum(pos, len(keys) - 1)] != wanted):
+            raise AssertionError(f"incumbent {bounds} is not among the candidate segments")
+        mask = np.zeros(self.size, dtype=bool)
+        mask[pos] = True
+        return mask
+
+    def bounds_of(self, mask: np.ndarray) -> tuple[int, ...]:
+        """The partition a solution's chosen segments form; SolverError if they are no chain."""
+        s, e = self.starts[mask].tolist(), self.ends[mask].tolist()
+        if not s or s[0] != 0 or any(a != b for a, b in zip(e[:-1], s[1:], strict=True)) \
+                or e[-1] != self.problem.n:
+            raise SolverError(f"the ILP solution's segments {list(zip(s, e, strict=True))} do not "
+                              "form a chain from the first layer to the last")
+        return (*s, e[-1])
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """What a backend found, before certification."""
+
+    status: str
+    """The backend's own status word, for the record."""
+    mask: np.ndarray | None
+    """Chosen segments of the best solution; None when there is none."""
+    proven: bool = False
+    """The backend proved the solution optimal."""
+    infeasible: bool = False
+    bound: float | None = None
+    """A lower bound on the optimum in seconds, valid up to the backend's tolerances."""
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An ILP backend behind one interface (pulp/apis/core.py is the model)."""
+
+    name: str
+    summary: str
+    _probe: Callable[[], bool] = field(repr=False, compare=False)
+    _run: Callable[[SegmentModel, SolveOptions, float], BackendResult] = field(
+        repr=False, compare=False)
+
+    def available(self) -> bool:
+        """True when the solver can be imported and run here."""
+        try:
+            return bool(self._probe())
+        except Exception:  # a broken install counts as missing, never as a crash
+            return False
+
+    def run(self, model: SegmentModel, options: SolveOptions, t0: float) -> BackendResult:
+        return self._run(model, options, t0)
+
+
+# ----- candidate segments -------------------------------------------------------------------
+def _stage_counts(reach: np.ndarray, max_stages: int) -> tuple[np.ndarray, np.ndarray]:
+    """f[p]: fewest segments from 0 to p; g[p]: fewest from p to n (_UNREACHED beyond K).
+
+    The candidates from s are exactly the ends (s, reach[s]], so the positions reachable from 0
+    in j steps form a prefix; those that reach n in j steps need not (reach is not monotone
+    once transfer costs vary), so g goes level by level over prefix counts."""
+    n = len(reach)
+    f = np.full(n + 1, _UNREACHED, dtype=np.int64)
+    f[0] = 0
+    prefix_max = np.maximum.accumulate(reach)
+    covered, steps = 0, 0
+    while covered < n and steps < max_stages:
+        nxt = int(prefix_max[covered])
+        if nxt <= covered:
+            break
+        steps += 1
+        f[covered + 1:nxt + 1] = steps
+        covered = nxt
+    g = np.full(n + 1, _UNREACHED, dtype=np.int64)
+    g[n] = 0
+    hit = np.zeros(n + 1, dtype=bool)
+    hit[n] = True
+    for level in range(1, max_stages + 1):
+        before = np.concatenate(([0], np.cumsum(hit)))  # before[k] = hits at positions < k
+        new = (before[reach + 1] - before[np.arange(n) + 1] > 0) & ~hit[:n]
+        if not new.any():
+            break
+        g[:n][new] = level
+        hit[:n] |= new
+    return f, g
+
+
+def build_segment_model(problem: Problem, incumbent: tuple[int, ...] | None) -> SegmentModel:
+    """Candidate segments under the incumbent (if any), pruned as the module doc says."""
+    n, k = problem.n, problem.max_stages
+    upper = problem.objective(incumbent) if incumbent is not None else float("inf")
+    cap = problem.capacity_reach
+    reach = cap if incumbent is None else np.minimum(cap, problem.time_reach(upper))
+    reach = np.maximum(reach, np.arange(n))
+    f, g = _stage_counts(reach, k)
+    count = reach - np.arange(n)
+    starts = np.repeat(np.arange(n, dtype=np.int64), count)
+    first = np.repeat(np.cumsum(count) - count, count)
+    ends = starts + 1 + (np.arange(len(starts), dtype=np.int64) - first)
+    keep = f[starts] + 1 + g[ends] <= k
+    starts, ends = starts[keep], ends[keep]
+    pre, x = problem.prefix_latency, problem.transfer_s
+    times = (pre[ends] - pre[starts]) + x[starts]
+    return SegmentModel(problem, starts, ends, times, lower_bound(problem), incumbent, upper,
+                        int((cap - np.arange(n)).sum()))
+
+
+# ----- backends -----------------------------------------------------------------------------
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _cbc_available() -> bool:
+    if not _has_module("pulp"):
+        return False
+    from .ilp_pulp import cbc_available
+    return cbc_available()
+
+
+def _run_cpsat(model: SegmentModel, options: SolveOptions, t0: float) -> BackendResult:
+    from .ilp_cpsat import solve_cpsat  # imported here: ortools loads only when used
+    return solve_cpsat(model, options, t0)
+
+
+def _run_highs(model: SegmentModel, options: SolveOptions, t0: float) -> BackendResult:
+    from .ilp_pulp import solve_pulp
+    return solve_pulp(model, options, "highs")
+
+
+def _run_cbc(model: SegmentModel, options: SolveOptions, t0: float) -> BackendResult:
+    from .ilp_pulp import solve_pulp
+    return solve_pulp(model, options, "cbc")
+
+
+ILP_BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("cpsat", "OR-Tools CP-SAT (times scaled to integers; deterministic search)",
+                lambda: _has_module("ortools"), _run_cpsat),
+        Backend("highs", "HiGHS MIP through PuLP (highspy)",
+                lambda: _has_module("pulp") and _has_module("highspy"), _run_highs),
+        Backend("cbc", "CBC MIP through PuLP (the bundled binary)", _cbc_available, _run_cbc),
+    )
+}
+
+_INSTALL = {"cpsat": "pip install ortools", "highs": "pip install pulp highspy",
+            "cbc": "pip install pulp"}
+
+
+# ----- the method ---------------------------------------------------------------------------
+def _backend(options: SolveOptions) -> Backend:
+    name = options.backend or "cpsat"
+    if name not in ILP_BACKENDS:
+        raise InvalidInputError(f"--solver: unknown ILP backend {name!r} "
+                                f"(known: {', '.join(ILP_BACKENDS)})")
+    backend = ILP_BACKENDS[name]
+    if not backend.available():
+        raise SolverError(f"--solver: ILP backend {name!r} is not available here "
+                          f"(install it: {_INSTALL[name]})")
+    return backend
+
+
+def _incumbent(problem: Problem, options: SolveOptions) -> tuple[int, ...] | None:
+    if options.hint is not None:
+        try:
+            hint = tuple(int(b) for b in options.hint)
+            check_partition(problem, hint)
+        except (SolverError, TypeError, ValueError, IndexError) as err:
+            raise InvalidInputError(f"hint: {err}") from err
+        return hint
+    if options.use_hint:
+        return minmax_partition(problem, options.seed)
+    return None
+
+
+def _optimal_certificate(problem: Problem, objective: float) -> bool:
+    """True iff no partition within K has every stage strictly faster than ``objective``."""
+    strict = np.minimum(problem.capacity_reach, problem.time_reach(objective, strict=True))
+    needed = fewest_stages(strict)
+    return needed is None or needed > problem.max_stages
+
+
+def solve_ilp(problem: Problem, options: SolveOptions) -> Partition:
+    """Minimise the slowest stage with the segment ILP on ``options.backend`` (default cpsat)."""
+    backend = _backend(options)
+    t0 = time.perf_counter()
+    incumbent = _incumbent(problem, options)
+    model = build_segment_model(problem, incumbent)
+    lb = model.lower
+    record: dict[str, Any] = {
+        "segments": model.size,
+        "capacity_segments": model.capacity_segments,
+        "incumbent_objective": None if incumbent is None else model.upper,
+    }
+    if not model.has_path():
+        # Only without an incumbent: no plan of at most K fitting stages exists.
+        return Partition((), Status.INFEASIBLE, None, lb, "ilp", backend=backend.name,
+                         diagnosis=diagnose(problem) or "the ILP found no feasible partition",
+                         info={**record, "backend_status": "infeasible before solving"})
+    result = backend.run(model, options, t0)
+    record.update(result.info)
+    record["backend_status"] = result.status
+    if result.mask is None:
+        if incumbent is not None:
+            # Nothing better within the limit: the incumbent stands, unproven.
+            objective = problem.objective(incumbent)
+            bound = min(max(lb, result.bound if result.bound is not None else lb), objective)
+            plan = canonical_partition(problem, objective) or incumbent
+            return Partition(plan, Status.FEASIBLE, problem.objective(plan), bound, "ilp",
+                             backend=backend.name, info=record)
+        if result.infeasible:
+            return Partition((), Status.INFEASIBLE, None, lb, "ilp", backend=backend.name,
+                             diagnosis=diagnose(problem) or "the ILP found no feasible partition",
+                             info=record)
+        raise SolverError(f"ilp ({backend.name}): no solution within {options.time_limit_s:g} s "
+                          f"(backend status {result.status})")
+    raw = model.bounds_of(result.mask)
+    check_partition(problem, raw)
+    objective = problem.objective(raw)
+    certified = _optimal_certificate(problem, objective)
+    record.update(ilp_partition=list(raw), certificate=certified)
+    plan = canonical_partition(problem, objective)
+    if plan is None:
+        raise AssertionError(f"ILP plan {raw} reaches {objective} but no canonical plan does")
+    final = problem.objective(plan)
+    if result.proven and certified:
+        return Partition(plan, Status.OPTIMAL, final, final, "ilp", backend=backend.name,
+                         info=record)
+    bound = result.bound if result.bound is not None else lb
+    bound = min(max(bound, lb), final)
+    return Partition(plan, Status.FEASIBLE, final, bound, "ilp", backend=backend.name,
+                     info=record)

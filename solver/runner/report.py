@@ -1,0 +1,150 @@
+"""The run report: measurements beside the plan's predictions (no torch, no printing)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..plan import Plan
+
+__all__ = ["REPORT_SCHEMA", "RunReport", "StageResult", "Verify", "format_report", "predict"]
+
+REPORT_SCHEMA = "cachepart-run/1"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    index: int
+    rank: int
+    layers: tuple[str, ...]
+    forward_s: float
+    """Median forward time of one micro-batch on this stage (compute only, no transfers)."""
+    predicted_s: float
+    """The plan's stage latency_s (one micro-batch, inbound transfer included)."""
+    predicted_compute_s: float
+    peak_memory_bytes: int
+    """torch.cuda.max_memory_allocated on a GPU; the process's peak RSS on a CPU."""
+    peak_memory_kind: str
+    plan_memory_bytes: int
+    device: str
+    samples: int
+    """Micro-batch forwards timed."""
+
+
+@dataclass(frozen=True)
+class Verify:
+    max_abs_error: float
+    tolerance: float
+    passed: bool
+    reference_max_abs: float
+
+
+@dataclass(frozen=True)
+class RunReport:
+    model: str
+    plan: str
+    world_size: int
+    backend: str
+    dtype: str
+    microbatches: int
+    micro_batch_size: int
+    steps: int
+    tokens_per_step: int | None
+    tokens_per_s: float | None
+    end_to_end_s: float
+    """Mean wall time of one step: every micro-batch through every stage."""
+    stages: tuple[StageResult, ...]
+    predicted: dict[str, Any]
+    verify: Verify | None = None
+    pin_l2: dict[str, Any] | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["schema"] = REPORT_SCHEMA
+        for stage in doc["stages"]:
+            stage["layers"] = list(stage["layers"])
+        doc["notes"] = list(self.notes)
+        return doc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _field(result: Any, *names: str) -> Any:
+    for name in names:
+        value = result.get(name) if isinstance(result, dict) else getattr(result, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def predict(plan: Plan, microbatches: int) -> dict[str, Any]:
+    """What the plan predicts for ``microbatches`` micro-batches: solver.simulate's
+    tokens_per_s and makespan when that module is there, else the plan's own numbers with the
+    GPipe forward closed form (sum of stage times + (M - 1) x the slowest)."""
+    times = [st.latency_s for st in plan.stages]
+    out: dict[str, Any] = {
+        "stage_latency_s": times,
+        "steady_tokens_per_s": plan.predicted.get("tokens_per_s"),
+    }
+    try:
+        simulate = importlib.import_module("solver.simulate")
+    except ModuleNotFoundError as exc:
+        if exc.name != "solver.simulate":
+            raise
+        simulate = None
+    if simulate is not None and hasattr(simulate, "simulate_plan"):
+        result = simulate.simulate_plan(plan, microbatches)
+        out.update(source="solver.simulate",
+                   tokens_per_s=_field(result, "tokens_per_s"),
+                   makespan_s=_field(result, "makespan", "makespan_s"))
+        return out
+    out.update(source="plan", tokens_per_s=plan.predicted.get("tokens_per_s"),
+               makespan_s=sum(times) + (microbatches - 1) * max(times))
+    return out
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def format_report(report: RunReport) -> str:
+    """A per-stage table of measured against predicted, and the totals."""
+    head = f"{'stage':>5}  {'rank':>4}  {'layers':<22}  {'forward_s':>10}  {'predicted_s':>11}  " \
+           f"{'ratio':>8}  {'peak memory':>12}"
+    lines = [f"{report.model}: {len(report.stages)} stages, {report.microbatches} micro-batches "
+             f"of {report.micro_batch_size}, {report.steps} timed step(s), {report.dtype}, "
+             f"{report.backend}", head]
+    for st in report.stages:
+        span = st.layers[0] if len(st.layers) == 1 else f"{st.layers[0]} .. {st.layers[-1]}"
+        ratio = st.forward_s / st.predicted_s if st.predicted_s > 0 else float("nan")
+        lines.append(f"{st.index:>5}  {st.rank:>4}  {span:<22}  {st.forward_s:>10.4g}  "
+                     f"{st.predicted_s:>11.4g}  {ratio:>8.3g}  {_bytes(st.peak_memory_bytes):>12}")
+    pred = report.predicted
+    tps = "-" if report.tokens_per_s is None else f"{report.tokens_per_s:,.0f}"
+    ptps = pred.get("tokens_per_s")
+    lines.append(f"tokens/s: measured {tps}, predicted "
+                 f"{'-' if ptps is None else f'{ptps:,.0f}'} ({pred.get('source')})")
+    pm = pred.get("makespan_s")
+    lines.append(f"end-to-end per step: measured {report.end_to_end_s:.4g} s, predicted "
+                 f"{'-' if pm is None else f'{pm:.4g} s'}")
+    if report.verify is not None:
+        v = report.verify
+        lines.append(f"verify: max_abs_error {v.max_abs_error:.3g} <= tolerance {v.tolerance:.3g}: "
+                     f"{'passed' if v.passed else 'FAILED'}")
+    lines.extend(f"note: {n}" for n in report.notes)
+    return "\n".join(lines)
