@@ -6,4 +6,4 @@ from __future__ import annotations
 
 __all__ = ["COMMAND_MODULES"]
 
-COMMAND_MODULES: tuple[str, ...] = ("batch", "devices", "paper", "plot", "simulate")
+COMMAND_MODULES: tuple[str, ...] = ("batch", "devices", "paper", "plot", "profile", "run", "simulate")

@@ -6,6 +6,9 @@ Exit codes: 0 done (and verified, with --verify); 1 a rank failed or --verify fo
 difference; 2 the plan was refused (schema, world size, fingerprint, dtype, memory), by every
 rank. Failures are bounded in time: torchrun ends the other workers when one exits, and every
 collective and transfer times out after --timeout seconds.
+
+Test hooks (environment): CACHEPART_FAIL_RANK=N makes rank N raise at the start of its stage;
+CACHEPART_DEVICE_MEMORY_BYTES=B checks every stage against B bytes of device memory.
 """
 
 from __future__ import annotations
@@ -141,6 +144,7 @@ def _run(args: argparse.Namespace, setup: Any, rank: int, world: int, local_rank
         flag = torch.tensor([refused], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if int(flag.item()):
+            dist.destroy_process_group()  # every rank agreed: a clean, collective exit
             return EXIT_REFUSED
         if args.pin_l2 and rank == 0 and device.type != "cuda":
             print(f"--pin-l2: no NVIDIA GPU here ({device}): it does nothing", flush=True)
@@ -220,7 +224,8 @@ def _report(args: argparse.Namespace, setup: Any, gathered: list[Any], backend: 
         setup.input_dtype in ("long", "int32") else None
     notes = []
     if plan.hardware.device and not str(device).startswith("cuda"):
-        notes.append(f"predictions are for {plan.hardware.device}; this run is on {device}")
+        notes.append(f"the plan's stage times are for {plan.hardware.device} (or from the "
+                     f"profile it was solved with); this run is on {device}")
     if micro != setup.workload.sequences:
         notes.append(f"micro-batches of {micro} sequences; the plan's stage times are for "
                      f"{setup.workload.sequences}")

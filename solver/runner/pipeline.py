@@ -28,6 +28,7 @@ from .report import Verify
 from .validate import RunSetup, available_ram_bytes
 
 __all__ = [
+    "DEVICE_MEMORY_ENV",
     "FAIL_RANK_ENV",
     "TORCH_DTYPES",
     "StageMeasure",
@@ -44,6 +45,9 @@ __all__ = [
 
 FAIL_RANK_ENV = "CACHEPART_FAIL_RANK"
 """Test hook: the rank named here raises at the start of its stage."""
+
+DEVICE_MEMORY_ENV = "CACHEPART_DEVICE_MEMORY_BYTES"
+"""Test hook: the device memory every rank checks its stage against."""
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Relative tolerances for the single-process comparison: the pipeline runs the same kernels on
@@ -62,7 +66,10 @@ def select_device(choice: str, local_rank: int) -> torch.device:
 
 
 def device_memory(device: torch.device) -> tuple[int, str]:
-    """(bytes, label) a stage may use: the GPU's total memory, or the RAM available now."""
+    """(bytes, label) a stage may use: the GPU's total memory, or the RAM available now
+    (``CACHEPART_DEVICE_MEMORY_BYTES`` overrides both: a test hook)."""
+    if os.environ.get(DEVICE_MEMORY_ENV):
+        return int(os.environ[DEVICE_MEMORY_ENV]), f"{device} ({DEVICE_MEMORY_ENV})"
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return int(props.total_memory), f"{props.name} ({device})"

@@ -87,7 +87,7 @@ def check_world_size(plan: Plan, world_size: int) -> None:
     if world_size != expected:
         raise InvalidInputError(
             f"world size: {world_size} processes, but the plan has {len(plan.stages)} stages x "
-            f"TP degree {TP_DEGREE} = {expected} (run with --nproc-per-node {expected})")
+            f"TP degree {TP_DEGREE} = {expected} (start {expected} processes, one per stage)")
 
 
 def check_fingerprint(plan: Plan, workload: Workload, *, input_shape: tuple[int, ...] | None = None,
