@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[torch,dev]'
 	touch $(STAMP)
 
+DEMO_PLAN := results/demo-tiny-llama.plan.json
 DEMO := paper-dense-16l --batch 128 --seq 10000 --dtype bf16 --device h100-sxm --devices 16
 
 demo: $(STAMP)
@@ -21,6 +22,11 @@ demo: $(STAMP)
 	@echo
 	@echo "The same model against the H100's 50 MiB L2 (exit code 3 expected: infeasible):"
 	@$(VENV)/bin/cachepart solve $(DEMO) --capacity l2; test $$? -eq 3
+	@echo
+	@echo "A plan small enough for this CPU, run on 2 gloo ranks and checked against one process:"
+	$(VENV)/bin/cachepart solve tiny-llama --batch 4 --micro-batch 2 --seq 16 --dtype fp32 \
+		--devices 2 --capacity 800kB --method ilp -o $(DEMO_PLAN)
+	$(VENV)/bin/cachepart run $(DEMO_PLAN) --nproc 2 --verify
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check solver models tests benchmarks notebooks/build.py examples
