@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import pandas as pd
 
 from models.zoo import load_zoo_model, zoo_names
@@ -26,10 +27,11 @@ from .hardware import DEVICES, capacity_for, get_device
 from .plan import Plan, build_plan, load_plan
 from .problem import MemoryModel, Problem
 from .profile_io import apply_profile, load_profile
-from .solve import solve
+from .solve_extended import AUTO, solve_extended
 from .sources import LoadedModel, load_model
 from .status import Status
 from .units import format_bytes
+from .variants import Residency, TensorParallel, default_allreduce_bytes
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -147,8 +149,18 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("solve", help="solve one partition and write the plan JSON")
     add_problem_args(p)
-    p.add_argument("--method", "-m", choices=list(METHODS), default="ilp",
-                   help="partitioning method (default ilp)")
+    p.add_argument("--method", "-m", choices=[AUTO, *METHODS], default=AUTO,
+                   help="partitioning method (default auto: parametric for the canonical problem, "
+                        "ilp with --tp or --residency partial; the plan records which and why)")
+    p.add_argument("--tp", default=None, metavar="DEGREES",
+                   help="tensor-parallel degrees a stage may use, e.g. 1,2,4,8 (stages of t "
+                        "devices within one node; methods ilp, dp, auto)")
+    p.add_argument("--devices-per-node", type=int, default=8,
+                   help="devices per node, the largest TP degree (default 8)")
+    p.add_argument("--residency", choices=["full", "partial"], default="full",
+                   help="full: every weight in the capacity tier (default); partial: the ILP "
+                        "chooses which weights stay on chip and streams the rest from HBM "
+                        "(needs an on-chip --capacity tier)")
     p.add_argument("--solver", choices=list(ILP_BACKENDS), default="cpsat",
                    help="ILP backend (default cpsat)")
     p.add_argument("--output", "-o", metavar="PLAN", help="write the plan JSON here")
@@ -222,7 +234,7 @@ def stage_table(plan: Plan) -> str:
     rows = []
     for st in plan.stages:
         first, last = st.layers[0], st.layers[-1]
-        rows.append({
+        row: dict[str, Any] = {
             "stage": st.index,
             "layers": first if first == last else f"{first} .. {last}",
             "count": len(st.layers),
@@ -231,13 +243,20 @@ def stage_table(plan: Plan) -> str:
             "compute_s": st.compute_s,
             "transfer_s": st.transfer_in_s,
             "latency_s": st.latency_s,
-        })
+        }
+        if any(x.tp_degree > 1 for x in plan.stages):
+            row["tp"] = st.tp_degree
+        if st.resident_layers is not None:
+            row["resident"] = f"{len(st.resident_layers)}/{len(st.layers)}"
+        rows.append(row)
     bottleneck = plan.objective["max_stage_latency_s"]
     sol = plan.solver
     gap = "" if sol.gap is None else f", gap {sol.gap:.2%}"
     tps = plan.predicted.get("tokens_per_s")
+    used = sum(st.tp_degree for st in plan.stages)
     lines = [
-        f"model {plan.model.name}: {plan.model.num_layers} layers on {len(plan.stages)} of "
+        f"model {plan.model.name}: {plan.model.num_layers} layers in {len(plan.stages)} stages "
+        f"on {used} of "
         f"{plan.hardware.devices} devices, capacity {format_bytes(plan.hardware.capacity_bytes)} "
         f"({plan.hardware.memory_model})",
         pd.DataFrame(rows).to_string(index=False),
@@ -245,17 +264,49 @@ def stage_table(plan: Plan) -> str:
         f"{plan.method}{'/' + sol.backend if sol.backend else ''} {sol.status.value}{gap} "
         f"in {sol.wall_s:.3g} s",
     ]
+    if sol.info.get("why"):
+        lines.append(f"method chosen by auto: {sol.info['why']}")
     if tps is not None:
         unit = plan.workload.get("throughput_unit", "tokens")
         lines.append(f"predicted {tps:,.0f} {unit}/s at steady state")
     return "\n".join(lines)
 
 
+def _extensions(args: argparse.Namespace, loaded: LoadedModel, problem: Problem
+                ) -> tuple[TensorParallel | None, Residency | None]:
+    tp = None
+    if args.tp is not None:
+        try:
+            degrees = tuple(int(v) for v in args.tp.split(","))
+        except ValueError:
+            raise InvalidInputError(f"--tp: expected degrees like 1,2,4,8, got {args.tp!r}") \
+                from None
+        if degrees != (1,):
+            nodes = loaded.graph.graph.nodes
+            kinds = [nodes[n].get("kind") for n in loaded.graph.order()]
+            link = get_device(args.device).link if loaded.kind != "chain" or \
+                loaded.graph.link is None else loaded.graph.link
+            tp = TensorParallel(degrees, args.devices_per_node,
+                                default_allreduce_bytes(kinds, problem.activation_bytes), link)
+    residency = None
+    if args.residency == "partial":
+        nodes = loaded.graph.graph.nodes
+        order = loaded.graph.order()
+        if any("latency_hbm_s" not in nodes[n] for n in order):
+            raise InvalidInputError("--residency partial: needs an on-chip --capacity tier "
+                                    "(smem, l2, l2-usable) of a zoo, spec or HF model, so each "
+                                    "layer has an on-chip and a streamed latency")
+        residency = Residency(np.array([nodes[n]["latency_s"] for n in order]),
+                              np.array([nodes[n]["latency_hbm_s"] for n in order]))
+    return tp, residency
+
+
 def _cmd_solve(args: argparse.Namespace) -> int:
     loaded, problem, tier = problem_from_args(args)
+    tp, residency = _extensions(args, loaded, problem)
     with _Progress(sys.stderr, args.method, enabled=not args.quiet) as progress:
         options = options_from_args(args, backend=args.solver, progress=progress)
-        part = solve(problem, args.method, options)
+        part = solve_extended(problem, args.method, options, tp=tp, residency=residency)
     if part.status is Status.INFEASIBLE:
         print(f"cachepart: infeasible: {part.diagnosis}", file=sys.stderr)
         return EXIT_INFEASIBLE

@@ -23,6 +23,7 @@ from .graph import LayerGraph
 from .partition import Partition
 from .problem import Problem
 from .status import Status
+from .variants import tp_stage_memory
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -100,6 +101,10 @@ class StagePlan:
     latency_s: float
     compute_s: float
     transfer_in_s: float
+    tp_degree: int = 1
+    """Devices the stage spans (tensor parallelism); memory_bytes is per device."""
+    resident_layers: tuple[str, ...] | None = None
+    """Tiered residency: the layers whose weights stay in the on-chip tier (None: all)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,9 @@ class Plan:
             "method": self.method,
             "solver": {**vars(self.solver), "status": self.solver.status.value,
                        "info": dict(self.solver.info)},
-            "stages": [{**vars(s), "layers": list(s.layers)} for s in self.stages],
+            "stages": [{**vars(s), "layers": list(s.layers),
+                        "resident_layers": None if s.resident_layers is None
+                        else list(s.resident_layers)} for s in self.stages],
             "objective": dict(self.objective),
             "predicted": dict(self.predicted),
         }
@@ -156,7 +163,10 @@ class Plan:
             hardware=HardwareInfo(**data["hardware"]),
             method=data["method"],
             solver=SolverInfo(**solver),
-            stages=tuple(StagePlan(**{**s, "layers": tuple(s["layers"])}) for s in data["stages"]),
+            stages=tuple(StagePlan(**{**s, "layers": tuple(s["layers"]),
+                                      "resident_layers": None if s.get("resident_layers") is None
+                                      else tuple(s["resident_layers"])})
+                         for s in data["stages"]),
             objective=dict(data["objective"]),
             predicted=dict(data["predicted"]),
         )
@@ -178,9 +188,10 @@ class Plan:
             raise InvalidInputError(f"{source}: stages: list {len(layers)} layers "
                                     f"({len(set(layers))} distinct), model.num_layers is "
                                     f"{self.model.num_layers}")
-        if len(self.stages) > self.hardware.devices:
-            raise InvalidInputError(f"{source}: stages: {len(self.stages)} stages for "
-                                    f"hardware.devices {self.hardware.devices}")
+        used = sum(stage.tp_degree for stage in self.stages)
+        if used > self.hardware.devices:
+            raise InvalidInputError(f"{source}: stages: {len(self.stages)} stages on {used} "
+                                    f"devices for hardware.devices {self.hardware.devices}")
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -221,16 +232,27 @@ def build_plan(
     if partition.status is Status.INFEASIBLE:
         raise InvalidInputError(f"no plan for an infeasible answer: {partition.diagnosis}")
     stages = []
+    degrees = partition.info.get("tp_degrees") or [1] * partition.num_stages
+    resident = partition.info.get("resident")
+    times = partition.info.get("stage_times_s")
+    rank = 0
     for j, (s, e) in enumerate(partition.stages):
-        memory = problem.stage_memory(s, e)
+        t = int(degrees[j])
         transfer = float(problem.transfer_s[s])
-        latency = problem.stage_time(s, e)
+        if resident is not None:
+            memory = int(sum(int(problem.weight_bytes[i]) for i in range(s, e) if resident[i])
+                         + problem.activation_bytes[s:e].sum() + problem.buffer_bytes[s:e].sum())
+        else:
+            memory = tp_stage_memory(problem, s, e, t)
+        latency = float(times[j]) if times is not None else problem.stage_time(s, e)
         stages.append(StagePlan(
-            index=j, device_rank=j, layers=problem.names[s:e], memory_bytes=memory,
+            index=j, device_rank=rank, layers=problem.names[s:e], memory_bytes=memory,
             headroom_bytes=problem.capacity_bytes - memory, latency_s=latency,
-            compute_s=float(problem.prefix_latency[e] - problem.prefix_latency[s]),
-            transfer_in_s=transfer,
+            compute_s=latency - transfer, transfer_in_s=transfer, tp_degree=t,
+            resident_layers=None if resident is None else
+            tuple(problem.names[i] for i in range(s, e) if resident[i]),
         ))
+        rank += t
     times = [st.latency_s for st in stages]
     bottleneck = max(times)
     workload = dict(workload if workload is not None else graph.metadata.get("workload", {}))

@@ -83,6 +83,12 @@ def runtime_dtype(workload: Workload, override: str | None = None) -> str:
 
 
 def check_world_size(plan: Plan, world_size: int) -> None:
+    wide = [st.index for st in plan.stages if st.tp_degree != TP_DEGREE]
+    if wide:
+        st = plan.stages[wide[0]]
+        raise InvalidInputError(
+            f"stages/{st.index}/tp_degree: {st.tp_degree}, but the runner executes "
+            f"tensor-parallel degree {TP_DEGREE} only (plan with --tp 1 to run it)")
     expected = len(plan.stages) * TP_DEGREE
     if world_size != expected:
         raise InvalidInputError(
