@@ -142,7 +142,7 @@ def solve_tp_ilp(problem: Problem, tp: TensorParallel, options: SolveOptions) ->
             raise InvalidInputError(f"tp ilp: no solution within {options.time_limit_s:g} s")
         return TpPlan(warm[1], warm[2], Status.FEASIBLE, warm[0], floor,
                       time.perf_counter() - t0, {"backend_status": solver.status_name(status)})
-    picked = sorted(i for i, v in enumerate(y) if solver.value(v))
+    picked = sorted((i for i, v in enumerate(y) if solver.value(v)), key=lambda i: starts[i])
     bounds = (*[starts[i] for i in picked], n)
     degrees = tuple(degs[i] for i in picked)
     objective = max(times[i] for i in picked)
