@@ -34,6 +34,8 @@ class SolveOptions:
     seed: int = 0
     hint: tuple[int, ...] | None = None
     """A feasible partition to warm-start from; the ILP computes one itself when absent."""
+    use_hint: bool = True
+    """Without ``hint``, whether the ILP warm-starts from the parametric method's plan."""
     progress: Callable[[ProgressEvent], None] | None = None
 
     def report(self, method: str, elapsed: float, objective: float | None,

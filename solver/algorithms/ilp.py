@@ -9,12 +9,15 @@ Candidates. With an incumbent (``options.hint``, else the parametric method's pl
 ``options.use_hint``) of bottleneck UB, a segment costlier than UB cannot be in a better plan,
 and a segment [s, e) with f(s) + 1 + g(e) > K (f, g: fewest candidate segments from 0 to s and
 from e to n) lies on no plan of at most K stages. Both prunings keep every plan with
-bottleneck <= UB, the incumbent included. Without an incumbent every segment that fits stays.
+bottleneck <= UB, the incumbent included. Without an incumbent only the K pruning applies.
 
-Measured on 2 workers (random chains with links, tests/helpers.py): the per-start rows beat
-one row per layer (z >= sum of T over the segments containing the layer) in both CP-SAT and
-HiGHS, because both LP relaxations sit at the average-load bound while the per-layer rows hold
-far more nonzeros; see the module report in the project notes.
+Why per-start rows and not one row per layer (z >= sum of T over the segments containing the
+layer): both LP relaxations stay at the average-load bound on these chains, and the per-layer
+rows hold sum-of-lengths nonzeros (47 million at n = 1,000 without an incumbent). Measured on 2
+workers (tests/helpers.py random chains with links, no K pruning): n = 200, K = 16, no
+incumbent, CP-SAT 36 s per layer against 5-11 s per start, HiGHS 52 s against 7 s; n = 1,000,
+K = 64 with the incumbent, CP-SAT unproven after 60 s against 16 s, HiGHS 12 s against 0.7 s.
+With the K pruning the incumbent case shrinks to a few hundred segments and takes < 0.5 s.
 
 Status. The partition read from y is checked, its objective recomputed in floating point, and
 certified: it is optimal iff no partition has every stage strictly faster, an exact
@@ -221,12 +224,12 @@ def _run_cpsat(model: SegmentModel, options: SolveOptions, t0: float) -> Backend
 
 def _run_highs(model: SegmentModel, options: SolveOptions, t0: float) -> BackendResult:
     from .ilp_pulp import solve_pulp
-    return solve_pulp(model, options, "highs")
+    return solve_pulp(model, options, t0, "highs")
 
 
 def _run_cbc(model: SegmentModel, options: SolveOptions, t0: float) -> BackendResult:
     from .ilp_pulp import solve_pulp
-    return solve_pulp(model, options, "cbc")
+    return solve_pulp(model, options, t0, "cbc")
 
 
 ILP_BACKENDS: dict[str, Backend] = {
@@ -302,8 +305,8 @@ def solve_ilp(problem: Problem, options: SolveOptions) -> Partition:
             # Nothing better within the limit: the incumbent stands, unproven.
             objective = problem.objective(incumbent)
             bound = min(max(lb, result.bound if result.bound is not None else lb), objective)
-            plan = canonical_partition(problem, objective) or incumbent
-            return Partition(plan, Status.FEASIBLE, problem.objective(plan), bound, "ilp",
+            fallback = canonical_partition(problem, objective) or incumbent
+            return Partition(fallback, Status.FEASIBLE, problem.objective(fallback), bound, "ilp",
                              backend=backend.name, info=record)
         if result.infeasible:
             return Partition((), Status.INFEASIBLE, None, lb, "ilp", backend=backend.name,
