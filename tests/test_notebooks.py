@@ -16,6 +16,8 @@ sys.path.insert(0, str(ROOT / "notebooks"))
 import build  # noqa: E402
 
 EXPECTED = {
+    "01_methods": ["methods_random.csv", "methods_zoo.csv", "methods_solve_time.png"],
+    "02_paper": ["paper_layouts.csv", "paper.json"],
     "03_capacity_frontier": ["capacity_frontier.csv", "capacity_frontier.png"],
 }
 
