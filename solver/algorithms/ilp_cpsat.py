@@ -30,7 +30,7 @@ from ..errors import SolverError
 from .base import SolveOptions
 from .ilp import BackendResult, SegmentModel
 
-__all__ = ["SCALE_UNITS", "solve_cpsat"]
+__all__ = ["SCALE_UNITS", "cpsat_solver", "solve_cpsat"]
 
 SCALE_UNITS = 1e9
 """The reference time is this many integer units."""
@@ -54,6 +54,20 @@ def _bound_seconds(bound_int: float, scale: float, lower: float) -> float:
     if not math.isfinite(bound_int):
         return lower
     return max(lower, (bound_int - 0.5 - _SLIVER) / scale)
+
+
+def cpsat_solver(options: SolveOptions) -> cp_model.CpSolver:
+    """A CP-SAT solver with the time limit, workers and seed of ``options``, deterministic
+    (interleaved search in batches of one task per worker) when it has several workers."""
+    solver = cp_model.CpSolver()
+    params = solver.parameters
+    params.max_time_in_seconds = float(options.time_limit_s)
+    params.num_workers = max(1, int(options.workers))
+    params.random_seed = int(options.seed)
+    params.interleave_search = params.num_workers > 1
+    params.interleave_batch_size = params.num_workers
+    params.log_search_progress = False
+    return solver
 
 
 def solve_cpsat(model: SegmentModel, options: SolveOptions, t0: float) -> BackendResult:
@@ -92,14 +106,8 @@ def solve_cpsat(model: SegmentModel, options: SolveOptions, t0: float) -> Backen
             cp.add_hint(var, on)
         cp.add_hint(z, int(t_int[chosen].max()))
 
-    solver = cp_model.CpSolver()
+    solver = cpsat_solver(options)
     params = solver.parameters
-    params.max_time_in_seconds = float(options.time_limit_s)
-    params.num_workers = max(1, int(options.workers))
-    params.random_seed = int(options.seed)
-    params.interleave_search = params.num_workers > 1
-    params.interleave_batch_size = params.num_workers
-    params.log_search_progress = False
 
     callback = None
     if options.progress is not None:

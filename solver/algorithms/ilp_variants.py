@@ -30,6 +30,7 @@ from ..problem import MemoryModel, Problem
 from ..status import Status
 from ..variants import Residency, TensorParallel, tp_dp, tp_time_matrix
 from .base import SolveOptions
+from .ilp_cpsat import cpsat_solver
 from .parametric import minmax_partition
 
 __all__ = ["TieredPlan", "TpPlan", "solve_tiered_ilp", "solve_tp_ilp", "tiered_heuristic"]
@@ -58,16 +59,6 @@ class TieredPlan:
     bound: float
     wall_s: float
     info: dict[str, object]
-
-
-def _solver(options: SolveOptions) -> cp_model.CpSolver:
-    solver = cp_model.CpSolver()
-    p = solver.parameters
-    p.max_time_in_seconds = float(options.time_limit_s)
-    p.num_workers = max(1, int(options.workers))
-    p.random_seed = int(options.seed)
-    p.interleave_search = p.num_workers > 1  # deterministic across runs
-    return solver
 
 
 def _flow(cp: cp_model.CpModel, y: list[cp_model.IntVar], starts: list[int], ends: list[int],
@@ -131,7 +122,7 @@ def solve_tp_ilp(problem: Problem, tp: TensorParallel, options: SolveOptions) ->
         chosen = {(s, e, t) for (s, e), t in zip(itertools.pairwise(warm[1]), warm[2], strict=True)}
         for i, var in enumerate(y):
             cp.add_hint(var, (starts[i], ends[i], degs[i]) in chosen)
-    solver = _solver(options)
+    solver = cpsat_solver(options)
     status = solver.solve(cp)
     if status == cp_model.MODEL_INVALID:
         raise AssertionError(f"tp ilp: invalid model: {cp.validate()}")
@@ -243,7 +234,7 @@ def solve_tiered_ilp(problem: Problem, res: Residency, options: SolveOptions) ->
             cp.add_hint(var, segs[i] in chosen)
         for j, var in enumerate(r):
             cp.add_hint(var, warm[1][j])
-    solver = _solver(options)
+    solver = cpsat_solver(options)
     status = solver.solve(cp)
     if status == cp_model.MODEL_INVALID:
         raise AssertionError(f"tiered ilp: invalid model: {cp.validate()}")
