@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError
 from .graph import LayerGraph, Link, check_number
+from .units import read_json
 
 __all__ = ["chain_from_dict", "chain_to_dict", "load_chain"]
 
@@ -52,15 +52,7 @@ def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
 def load_chain(path: str | Path) -> LayerGraph:
     """Read a chain JSON file; errors name the file, the field and the value."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                                f"{exc.msg})") from None
+    data = read_json(path)
     try:
         return chain_from_dict(data, default_name=path.stem)
     except InvalidInputError as exc:

@@ -30,7 +30,7 @@ from .profile_io import apply_profile, load_profile
 from .solve_extended import AUTO, solve_extended
 from .sources import LoadedModel, load_model
 from .status import Status
-from .units import format_bytes
+from .units import format_bytes, parse_shape
 from .variants import Residency, TensorParallel, default_allreduce_bytes
 
 __all__ = [
@@ -191,20 +191,9 @@ def _workload(args: argparse.Namespace) -> Workload:
                     activation_dtype=args.dtype, attention=args.attention)
 
 
-def _input_shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise InvalidInputError(f"--input-shape: expected whole numbers like 8,128, got {text!r}") \
-            from None
-    return shape
-
-
 def load_from_args(args: argparse.Namespace, tier: str | None = None) -> LoadedModel:
     loaded = load_model(args.model, _workload(args), granularity=args.granularity,
-                        device=args.device, input_shape=_input_shape(args.input_shape),
+                        device=args.device, input_shape=parse_shape(args.input_shape),
                         input_dtype=args.input_dtype, tier=tier)
     if getattr(args, "profile", None):
         loaded.graph = apply_profile(loaded.graph, load_profile(args.profile))

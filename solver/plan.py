@@ -23,6 +23,7 @@ from .graph import LayerGraph
 from .partition import Partition
 from .problem import Problem
 from .status import Status
+from .units import read_json
 from .variants import tp_stage_memory
 
 __all__ = [
@@ -196,12 +197,7 @@ class Plan:
 
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidInputError(f"{path}: cannot read the file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise InvalidInputError(f"{path}: expected a JSON object")
     return Plan.from_dict(data, source=str(path))

@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import InvalidInputError
 from .graph import LayerGraph, check_number
+from .units import read_json
 
 __all__ = [
     "PROFILE_SCHEMA",
@@ -107,13 +108,7 @@ class Profile:
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidInputError(f"{p}: cannot read the profile ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{p}: not valid JSON at line {exc.lineno}: {exc.msg}") from None
-    return Profile.from_dict(doc, str(p))
+    return Profile.from_dict(read_json(p, "profile"), str(p))
 
 
 def save_profile(profile: Profile, path: str | os.PathLike[str]) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
+from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["format_bytes", "parse_bytes"]
+__all__ = ["format_bytes", "parse_bytes", "parse_shape", "read_json"]
 
 _UNITS: dict[str, int] = {
     "": 1,
@@ -55,3 +58,31 @@ def format_bytes(n: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def parse_shape(text: str | None, field: str = "--input-shape") -> tuple[int, ...] | None:
+    """'8,128' -> (8, 128); None stays None."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInputError(f"{field}: expected whole numbers like 8,128, got {text!r}") \
+            from None
+    if not shape or any(v < 1 for v in shape):
+        raise InvalidInputError(f"{field}: every size must be >= 1, got {text!r}")
+    return shape
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file; errors name the file, and the line for a syntax error."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(f"{p}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{p}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                                f"{exc.msg})") from None

@@ -359,7 +359,7 @@ def test_profile_errors(tmp_path: Path) -> None:
             load_profile(path)
         assert str(info.value).startswith(str(path))
     (tmp_path / "broken.json").write_text("{")
-    with pytest.raises(InvalidInputError, match="not valid JSON at line 1"):
+    with pytest.raises(InvalidInputError, match=r"not valid JSON \(line 1"):
         load_profile(tmp_path / "broken.json")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import CachepartError, InvalidInputError
 from ..plan import load_plan
+from ..units import parse_shape
 
 __all__ = ["launch_command", "register"]
 
@@ -79,16 +80,6 @@ def launch_command(nproc: int, runner_args: list[str]) -> list[str]:
             "--nproc-per-node", str(nproc), "-m", "solver.runner", *runner_args]
 
 
-def _shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise InvalidInputError(f"--input-shape: expected whole numbers like 8,128, got {text!r}") \
-            from None
-
-
 def run(args: argparse.Namespace) -> int:
     from ..runner.validate import prepare_run
 
@@ -101,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--nproc: must be >= 1, got {nproc}")
         # the checks every rank will make, made once here: a refusal is one line, exit 2
         prepare_run(plan, nproc, microbatches=args.microbatches, dtype=args.dtype,
-                    input_shape=_shape(args.input_shape), input_dtype=args.input_dtype)
+                    input_shape=parse_shape(args.input_shape), input_dtype=args.input_dtype)
     except CachepartError as exc:
         print(f"cachepart: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

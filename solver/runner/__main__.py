@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import CachepartError, InvalidInputError
 from ..plan import load_plan
+from ..units import parse_shape
 from .report import RunReport, StageResult, format_report, median, predict
 from .validate import RUNNABLE_DTYPES, check_stage_memory, prepare_run
 
@@ -64,16 +65,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise InvalidInputError(f"--input-shape: expected whole numbers like 8,128, got {text!r}") \
-            from None
-
-
 def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
@@ -107,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     f"and {args.warmup}")
         plan = load_plan(args.plan)
         setup = prepare_run(plan, world, microbatches=args.microbatches, dtype=args.dtype,
-                            input_shape=_shape(args.input_shape), input_dtype=args.input_dtype)
+                            input_shape=parse_shape(args.input_shape), input_dtype=args.input_dtype)
     except CachepartError as exc:
         if speaks:
             _error(str(exc))
