@@ -34,6 +34,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_solvers.py
+	$(PY) benchmarks/bench_scaling.py
+	$(PY) benchmarks/bench_variants.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
