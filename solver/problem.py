@@ -18,7 +18,7 @@ import itertools
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -69,7 +69,7 @@ class Problem:
     memory_model: MemoryModel = MemoryModel.ADDITIVE
     input_bytes: int = 0
     link: Link | None = None
-    cut_bytes: np.ndarray | None = field(default=None)
+    cut_bytes: np.ndarray = field(default=None)  # type: ignore[arg-type]  # filled in
     """Bytes that cross the boundary before layer p (index 0 unused); default a[p-1]."""
 
     def __post_init__(self) -> None:
@@ -203,7 +203,7 @@ class Problem:
         pre, x, n = self.prefix_latency, self.transfer_s, self.n
         starts = np.arange(n)
         target = z + pre[:-1] - x
-        side = "left" if strict else "right"
+        side: Literal["left", "right"] = "left" if strict else "right"
         e = np.searchsorted(pre, target, side=side) - 1
         e = np.clip(e, starts, n)
 
@@ -251,10 +251,12 @@ class Problem:
         cut[1:] = np.cumsum(diff)[1:len(order)]
         return cls(
             names=tuple(order),
-            weight_bytes=[nodes[n]["weight_bytes"] for n in order],
-            activation_bytes=[nodes[n]["activation_bytes"] for n in order],
-            buffer_bytes=[nodes[n].get("buffer_bytes", 0) for n in order],
-            latency_s=[nodes[n]["latency_s"] for n in order],
+            weight_bytes=np.array([nodes[n]["weight_bytes"] for n in order], dtype=np.float64),
+            activation_bytes=np.array([nodes[n]["activation_bytes"] for n in order],
+                                      dtype=np.float64),
+            buffer_bytes=np.array([nodes[n].get("buffer_bytes", 0) for n in order],
+                                  dtype=np.float64),
+            latency_s=np.array([nodes[n]["latency_s"] for n in order], dtype=np.float64),
             capacity_bytes=capacity_bytes,
             max_stages=max_stages,
             memory_model=MemoryModel(memory_model),

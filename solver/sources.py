@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from models.errors import SpecError
 from models.layers import LayerDesc
@@ -73,7 +73,8 @@ def model_layers(source: str, granularity: Granularity = "block",
                                         "(for example 8,128)")
             module = load_module_from_path(source)
             # Integer input means token ids (B, S): sizes per token; otherwise per sample.
-            unit = "token" if input_dtype in ("long", "int64", "int32") else "sample"
+            unit: Literal["token", "sample"] = \
+                "token" if input_dtype in ("long", "int64", "int32") else "sample"
             layers = module_layers(module, input_shape, input_dtype=input_dtype, unit=unit)
             return source.rpartition(":")[2], layers, None, "torch"
     except SpecError as exc:

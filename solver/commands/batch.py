@@ -18,7 +18,7 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("batch", help="solve a sweep of combinations into DIR/results.*")
     p.add_argument("--sweep", metavar="YAML", help="a sweep file (instead of the lists below)")
     p.add_argument("--models", help="comma-separated MODELs (zoo names or files)")

@@ -14,7 +14,7 @@ from ..paper import PAPER_CLAIMS, run_paper
 __all__ = ["register"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("paper", help="reproduce the paper's 16 x H100 experiment")
     p.add_argument("--model", default="paper-dense-16l",
                    help="paper-dense-16l (as stated, default) or paper-dense-30b (30B rebuilt)")

@@ -11,7 +11,7 @@ from ..plan import load_plan
 __all__ = ["register"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plot", help="draw a plan: memory, latency, pipeline Gantt chart")
     p.add_argument("plan", metavar="PLAN", help="plan JSON file")
     p.add_argument("--output", "-o", default=None, help="PNG path (default: PLAN with .png)")
