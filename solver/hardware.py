@@ -266,7 +266,9 @@ def _device(name: str, raw: dict[str, Any], where: str) -> Device:
         raise _fail(where, name, f"bandwidth.{main}",
                     "missing: the main_memory needs a bandwidth figure")
     peaks: dict[str, float] = {}
-    for dtype, value in _mapping(raw["peak_flops"] or {}, where, name, "peak_flops").items():
+    # `peak_flops: null` (or {}) states no rate; a list, a number or a string is a mistake
+    peak_raw = {} if raw["peak_flops"] is None else raw["peak_flops"]
+    for dtype, value in _mapping(peak_raw, where, name, "peak_flops").items():
         if dtype not in DTYPE_BYTES:
             raise _fail(where, name, f"peak_flops.{dtype}",
                         f"unknown dtype (known: {', '.join(DTYPE_BYTES)})")
@@ -276,9 +278,10 @@ def _device(name: str, raw: dict[str, Any], where: str) -> Device:
         raise _fail(where, name, "efficiency", f"must be in (0, 1], got {raw['efficiency']!r}")
     link = _link(raw["link"], where, name, "link")
     pcie = None if raw.get("pcie") is None else _link(raw["pcie"], where, name, "pcie")
-    notes_raw = raw.get("notes") or []
+    notes_raw = raw.get("notes")
+    notes_raw = [] if notes_raw is None else notes_raw
     if not isinstance(notes_raw, list) or not all(isinstance(n, str) for n in notes_raw):
-        raise _fail(where, name, "notes", "expected a list of strings")
+        raise _fail(where, name, "notes", f"expected a list of strings, got {notes_raw!r:.60}")
     notes = list(notes_raw)
 
     # Every number needs a source: its own, or the entry's `default`.
@@ -354,6 +357,9 @@ def _parse_document(doc: Any, where: str, known_raw: Mapping[str, dict[str, Any]
         raw = _mapping(entry, where, name, "entry")
         base = raw.get("base")
         if base is not None:
+            if not isinstance(base, str) or not base:
+                raise _fail(where, name, "base",
+                            f"expected a device name (a string), got {base!r:.60}")
             if base not in raws:
                 raise _fail(where, name, "base",
                             f"unknown device {base!r} (known: {', '.join(raws)})")

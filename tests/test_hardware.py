@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,45 @@ def test_user_device_file_bad(tmp_path: Path, entry: dict, message: str) -> None
         load_devices(path)
     text = str(info.value)
     assert text.startswith(str(path)) and "\n" not in text
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("base", ["h100-sxm"], r"base: expected a device name \(a string\), got \['h100-sxm'\]"),
+    ("base", {"name": "h100-sxm"}, r"base: expected a device name \(a string\), got \{"),
+    ("base", 5, r"base: expected a device name \(a string\), got 5"),
+    ("description", ["a", "b"], r"description: expected a string, got \['a', 'b'\]"),
+    ("main_memory", ["hbm"], r"main_memory: expected a memory name, got \['hbm'\]"),
+    ("tiers", [1000], r"tiers: expected a mapping, got \[1000\]"),
+    ("tiers", "80GB", r"tiers: expected a mapping, got '80GB'"),
+    ("bandwidth", 1.0e9, r"bandwidth: expected a mapping, got 1000000000\.0"),
+    ("peak_flops", [], r"peak_flops: expected a mapping, got \[\]"),
+    ("peak_flops", 0, r"peak_flops: expected a mapping, got 0"),
+    ("efficiency", [0.5], r"efficiency: expected a number, got \[0\.5\]"),
+    ("link", [1.0e9], r"link: expected a mapping, got \[1000000000\.0\]"),
+    ("pcie", "gen5", r"pcie: expected a mapping, got 'gen5'"),
+    ("notes", "one note", r"notes: expected a list of strings, got 'one note'"),
+    ("sources", "vendor sheet", r"sources: expected a mapping, got 'vendor sheet'"),
+])
+@pytest.mark.parametrize("with_base", [False, True])
+def test_user_device_file_wrong_types(tmp_path: Path, registry: None,
+                                      monkeypatch: pytest.MonkeyPatch, field: str, value: object,
+                                      message: str, with_base: bool) -> None:
+    """A list or number where a string or mapping belongs: one line naming the file, the
+    device, the field and the value (``base: [h100-sxm]`` was a TypeError), with or without a
+    base to merge onto, from load_devices and from CACHEPART_DEVICES alike."""
+    entry: dict = {"base": "h100-sxm", "sources": {"default": "s"}} if with_base else _entry()
+    if field == "base" and not with_base:
+        entry = {"sources": {"default": "s"}}
+    entry[field] = value
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"devices": {"dev": entry}}))
+    where = re.escape(str(path))
+    with pytest.raises(InvalidInputError, match=rf"^{where}: device 'dev': {message}") as info:
+        load_devices(path)
+    assert "\n" not in str(info.value)
+    monkeypatch.setenv(hardware.ENV_VAR, str(path))
+    with pytest.raises(InvalidInputError, match=rf"^CACHEPART_DEVICES: {where}: .*{message}"):
+        hardware.register_env_devices()
 
 
 def test_user_device_file_unreadable(tmp_path: Path) -> None:

@@ -392,3 +392,104 @@ def test_run_command_runs_a_split_user_module(tmp_path: Path,
     assert args.handler(args) == 0, capfd.readouterr()
     doc = json.loads(report.read_text())
     assert doc["verify"]["passed"] and doc["stages"][1]["layers"] == ["layers.2", "head"]
+
+
+# ----- bad options: one line, exit 2, before torchrun starts -----------------------------------
+@pytest.fixture
+def no_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cachepart run` must refuse these itself: starting torchrun fails the test."""
+    def launch(*args: object, **kwargs: object) -> int:
+        raise AssertionError(f"torchrun was launched: {args}")
+    monkeypatch.setattr(run_cmd.subprocess, "call", launch)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--steps", "0"], "--steps: must be >= 1, got 0"),
+    (["--steps", "-1"], "--steps: must be >= 1, got -1"),
+    (["--microbatches", "0"], "--microbatches: must be >= 1, got 0"),
+    (["--microbatches", "-2"], "--microbatches: must be >= 1, got -2"),
+    (["--nproc", "0"], "--nproc: must be >= 1, got 0"),
+    (["--report", "{tmp}"], "--report {tmp}: cannot write (is a directory)"),
+    (["--report", "{tmp}/no/such/r.json"],
+     "--report {tmp}/no/such/r.json: cannot write (no directory '{tmp}/no/such')"),
+    (["--torch-device", "cuda"], "--torch-device cuda: no CUDA device is visible"),
+])
+def test_run_command_refuses_bad_options_before_launching(
+        plans: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, no_launch: None, options: list[str], message: str) \
+        -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
+    argv = [o.format(tmp=tmp_path) for o in options]
+    args = command(run_cmd, ["run", str(plans["plan2"]), *argv])
+    assert args.handler(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"cachepart: error: {message.format(tmp=tmp_path)}\n"
+    assert not list(tmp_path.iterdir())  # the report check creates nothing
+
+
+def test_run_command_passes_torch_device_by_its_name(plans: dict[str, Path]) -> None:
+    args = command(run_cmd, ["run", str(plans["plan2"]), "--torch-device", "cpu"])
+    assert run_cmd._runner_args(args)[1:] == ["--torch-device", "cpu"]
+    runner = pytest.importorskip("solver.runner.__main__")
+    for flag in ("--torch-device", "--device"):  # the runner's old name still parses
+        assert runner.parser().parse_args(["p.json", flag, "cuda"]).torch_device == "cuda"
+
+
+@pytest.fixture
+def rank0_of_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment torchrun gives rank 0 of 2 (no process group is started by the
+    refusals below)."""
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"),
+                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1")):
+        monkeypatch.setenv(key, value)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--steps", "0"], "--steps: must be >= 1, got 0"),
+    (["--warmup", "-1"], "--warmup: must be >= 0, got -1"),
+    (["--microbatches", "0"], "--microbatches: must be >= 1, got 0"),
+    (["--timeout", "0"], "--timeout: must be > 0 seconds, got 0"),
+    (["--report", "{tmp}"], "--report {tmp}: cannot write (is a directory)"),
+    (["--torch-device", "cuda"], "--torch-device cuda: no CUDA device is visible"),
+    (["--device", "cuda"], "--torch-device cuda: no CUDA device is visible"),
+])
+def test_runner_refuses_bad_options_in_one_line(
+        plans: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, rank0_of_2: None, options: list[str], message: str) \
+        -> None:
+    from solver.runner.__main__ import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", None)  # never reached
+    argv = [o.format(tmp=tmp_path) for o in options]
+    assert main([str(plans["plan2"]), *argv]) == 2
+    assert capsys.readouterr().err == \
+        f"cachepart runner: error: {message.format(tmp=tmp_path)}\n"
+
+
+def test_profile_refuses_a_chain_or_plan_json(plans: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    chain = REPO / "examples" / "paper-dense-16l.chain.json"
+    for model, what in ((chain, "a chain JSON (layer sizes and times, no architecture"),
+                        (plans["plan2"], "a plan JSON (its model: 'tiny-llama'), not a model")):
+        args = command(profile_cmd, ["profile", str(model), "-o", str(tmp_path / "p.json")])
+        assert args.handler(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cachepart: error: MODEL {str(model)!r}: {what}")
+        assert "a zoo decoder, a spec YAML or an HF config.json" in err
+        assert "model_type" not in err and err.count("\n") == 1
+
+
+def test_profile_refuses_an_unwritable_output_before_timing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) \
+        -> None:
+    import solver.runner.profiling as profiling
+
+    monkeypatch.setattr(profiling, "profile_layers", None)  # timing would fail the test
+    for out, why in ((tmp_path, "is a directory"),
+                     (tmp_path / "none" / "p.json", f"no directory '{tmp_path / 'none'}'")):
+        args = command(profile_cmd, ["profile", "tiny-llama", "--torch-device", "cpu",
+                                     "-o", str(out)])
+        assert args.handler(args) == 2
+        assert capsys.readouterr().err == f"cachepart: error: --output {out}: cannot write " \
+                                          f"({why})\n"

@@ -43,17 +43,47 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _refuse_cachepart_json(source: str) -> None:
+    """A chain JSON (told apart from an HF config.json the way load_model does: its layers) or
+    a plan JSON holds no architecture: say so, rather than that model_type is missing."""
+    path = Path(source)
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # the HF config reader words the error
+    if not isinstance(doc, dict):
+        return
+    needs = "profile needs a zoo decoder, a spec YAML or an HF config.json"
+    if "layers" in doc:
+        raise InvalidInputError(f"MODEL {source!r}: a chain JSON (layer sizes and times, no "
+                                f"architecture to build); {needs}")
+    if "stages" in doc and "schema_version" in doc:
+        model = doc.get("model")
+        origin = model.get("source") if isinstance(model, dict) else None
+        hint = f" (its model: {origin!r})" if isinstance(origin, str) and origin else ""
+        raise InvalidInputError(f"MODEL {source!r}: a plan JSON{hint}, not a model; {needs}")
+
+
 def _spec(source: str) -> tuple[str, Any]:
     from models.transformer import TransformerSpec
 
     from ..sources import model_layers
 
+    _refuse_cachepart_json(source)
     name, _, spec, kind = model_layers(source)
     arch = spec.arch if spec is not None else None
     if not isinstance(arch, TransformerSpec) or arch.kind != "decoder":
         what = kind if arch is None else getattr(arch, "kind", type(arch).__name__)
         raise InvalidInputError(f"MODEL {source!r}: profile times decoders only (got {what})")
     return name, arch
+
+
+def _check_output(path: str) -> None:
+    from ..runner.__main__ import check_output_path
+
+    check_output_path(path, "--output")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--warmup: must be >= 0, got {args.warmup}")
         if importlib.util.find_spec("torch") is None:
             raise InvalidInputError("profile needs PyTorch: pip install 'cachepart[torch]'")
+        _check_output(args.output)  # before the timing, not after it
         name, spec = _spec(args.model)
         import torch
 

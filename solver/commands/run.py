@@ -27,7 +27,7 @@ from ..errors import CachepartError, InvalidInputError
 from ..plan import load_plan
 from ..units import parse_shape
 
-__all__ = ["launch_command", "register"]
+__all__ = ["check_options", "check_torch_device", "launch_command", "register"]
 
 EXIT_BAD_INPUT = 2
 
@@ -65,7 +65,7 @@ def _runner_args(args: argparse.Namespace) -> list[str]:
     out = [str(args.plan)]
     for flag, value in (("--microbatches", args.microbatches), ("--steps", args.steps),
                         ("--report", args.report), ("--seed", args.seed),
-                        ("--dtype", args.dtype), ("--device", args.torch_device),
+                        ("--dtype", args.dtype), ("--torch-device", args.torch_device),
                         ("--input-shape", args.input_shape),
                         ("--input-dtype", args.input_dtype)):
         if value is not None:
@@ -80,19 +80,40 @@ def launch_command(nproc: int, runner_args: list[str]) -> list[str]:
             "--nproc-per-node", str(nproc), "-m", "solver.runner", *runner_args]
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """The option checks that need no plan and no torch (the runner makes them too, but only
+    after torchrun started every process): InvalidInputError naming the option and value."""
+    from ..runner.__main__ import check_output_path, check_run_options
+
+    if args.nproc is not None and args.nproc < 1:
+        raise InvalidInputError(f"--nproc: must be >= 1, got {args.nproc}")
+    check_run_options(steps=args.steps, microbatches=args.microbatches)
+    if args.report is not None:
+        check_output_path(args.report, "--report")
+
+
+def check_torch_device(choice: str | None) -> None:
+    """--torch-device cuda needs a visible CUDA device (imports torch only then)."""
+    if choice == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidInputError("--torch-device cuda: no CUDA device is visible")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..runner.validate import prepare_run
 
     try:
         if importlib.util.find_spec("torch") is None:
             raise InvalidInputError("run needs PyTorch: pip install 'cachepart[torch]'")
+        check_options(args)
         plan = load_plan(args.plan)
         nproc = args.nproc if args.nproc is not None else len(plan.stages)
-        if nproc < 1:
-            raise InvalidInputError(f"--nproc: must be >= 1, got {nproc}")
         # the checks every rank will make, made once here: a refusal is one line, exit 2
         prepare_run(plan, nproc, microbatches=args.microbatches, dtype=args.dtype,
                     input_shape=parse_shape(args.input_shape), input_dtype=args.input_dtype)
+        check_torch_device(args.torch_device)
     except CachepartError as exc:
         print(f"cachepart: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

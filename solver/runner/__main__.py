@@ -9,6 +9,9 @@ collective and transfer times out after --timeout seconds.
 
 Test hooks (environment): CACHEPART_FAIL_RANK=N makes rank N raise at the start of its stage;
 CACHEPART_DEVICE_MEMORY_BYTES=B checks every stage against B bytes of device memory.
+
+``--torch-device`` was called ``--device`` before (still accepted); ``cachepart run`` passes it as
+``--torch-device``, and errors name it so.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from ..errors import CachepartError, InvalidInputError
@@ -28,7 +32,7 @@ from ..units import parse_shape
 from .report import RunReport, StageResult, format_report, median, predict
 from .validate import RUNNABLE_DTYPES, check_stage_memory, prepare_run
 
-__all__ = ["main", "parser"]
+__all__ = ["check_output_path", "check_run_options", "main", "parser"]
 
 PROG = "cachepart runner"
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -52,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="weights and input seed (default 0)")
     p.add_argument("--dtype", choices=RUNNABLE_DTYPES, default=None,
                    help="run in this dtype instead of the plan's")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    p.add_argument("--torch-device", "--device", dest="torch_device",
+                   choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: CUDA with NCCL where available, else CPU with gloo")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SEC",
                    help="process-group timeout: a transfer or collective waiting longer fails "
@@ -63,6 +68,36 @@ def parser() -> argparse.ArgumentParser:
                    choices=["float32", "bfloat16", "float16", "long", "int32"],
                    help="a torch module plan: the input dtype it was planned with")
     return p
+
+
+def check_output_path(path: str, flag: str) -> None:
+    """Refuse an output file that cannot be written (a folder, a missing or read-only folder)
+    before any work is done: InvalidInputError naming the option and the path. Creates nothing."""
+    if not path:
+        raise InvalidInputError(f"{flag}: expected a file path, got ''")
+    p = Path(path)
+    reason = None
+    if p.is_dir():
+        reason = "is a directory"
+    elif not p.parent.is_dir():
+        reason = f"no directory {str(p.parent)!r}"
+    elif p.exists() and not os.access(p, os.W_OK):
+        reason = "permission denied"
+    elif not p.exists() and not os.access(p.parent, os.W_OK | os.X_OK):
+        reason = f"permission denied in {str(p.parent)!r}"
+    if reason is not None:
+        raise InvalidInputError(f"{flag} {path}: cannot write ({reason})")
+
+
+def check_run_options(*, steps: int | None = None, warmup: int | None = None,
+                      microbatches: int | None = None, timeout: float | None = None) -> None:
+    """The option checks that need no plan: InvalidInputError naming the option and value."""
+    for flag, value, least in (("--steps", steps, 1), ("--warmup", warmup, 0),
+                               ("--microbatches", microbatches, 1)):
+        if value is not None and value < least:
+            raise InvalidInputError(f"{flag}: must be >= {least}, got {value}")
+    if timeout is not None and not timeout > 0:  # not > 0: NaN too
+        raise InvalidInputError(f"--timeout: must be > 0 seconds, got {timeout:g}")
 
 
 def _error(message: str) -> None:
@@ -93,9 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # every rank runs the same checks and refuses alike; one line per node is enough
     speaks = local_rank == 0
     try:
-        if args.steps < 1 or args.warmup < 0:
-            raise InvalidInputError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} "
-                                    f"and {args.warmup}")
+        check_run_options(steps=args.steps, warmup=args.warmup, microbatches=args.microbatches,
+                          timeout=args.timeout)
+        if args.report is not None and rank == 0:  # the writer; the path need not exist elsewhere
+            check_output_path(args.report, "--report")
         plan = load_plan(args.plan)
         setup = prepare_run(plan, world, microbatches=args.microbatches, dtype=args.dtype,
                             input_shape=parse_shape(args.input_shape), input_dtype=args.input_dtype)
@@ -116,9 +152,12 @@ def _run(args: argparse.Namespace, setup: Any, rank: int, world: int, local_rank
     plan = setup.plan
     stage_plan = plan.stages[rank]
     try:
-        device = pl.select_device(args.device, local_rank)
+        if args.torch_device == "cuda" and not torch.cuda.is_available():
+            raise InvalidInputError("--torch-device cuda: no CUDA device is visible")
+        device = pl.select_device(args.torch_device, local_rank)
     except InvalidInputError as exc:
-        _error(str(exc))
+        if local_rank == 0:  # every rank refuses alike
+            _error(str(exc))
         return EXIT_REFUSED
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=rank, world_size=world,
