@@ -69,7 +69,7 @@ def spec_from_dict(data: Any, source: str = "spec") -> ModelSpec:
         if key not in data:
             raise SpecError(f"{source}: {key}: missing")
     kind = data["architecture"]
-    if kind not in ARCHITECTURES:
+    if not isinstance(kind, str) or kind not in ARCHITECTURES:
         raise SpecError(f"{source}: architecture: {kind!r} is not known "
                         f"(known: {', '.join(ARCHITECTURES)})")
     cls = ARCHITECTURES[kind]
@@ -82,12 +82,17 @@ def spec_from_dict(data: Any, source: str = "spec") -> ModelSpec:
             raise SpecError(f"{source}: arch.{key}: unknown field for {kind} "
                             f"(known: {', '.join(arch_fields)})")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    missing = [f.name for f in arch_fields.values() if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SpecError(f"{source}: arch.{missing[0]}: missing (required for {kind}: "
+                        f"{', '.join(missing)})")
     try:
         arch = cls(**values)
     except SpecError as exc:
         raise SpecError(f"{source}: arch.{exc}") from None
-    except TypeError as exc:
-        raise SpecError(f"{source}: arch: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a wrongly typed value the checks did not reach
+        raise SpecError(f"{source}: arch: cannot use these values ({exc})") from None
     for key in ("published_params", "published_active_params", "declared_params"):
         value = data.get(key)
         if value is not None and (not isinstance(value, int) or value <= 0):

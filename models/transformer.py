@@ -6,6 +6,7 @@ norm, and an untied LM head where the model has one.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,6 +64,19 @@ class TransformerSpec:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"{name}: expected one of {', '.join(allowed)}, "
                                 f"got {getattr(self, name)!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("bool",) and not isinstance(value, bool):
+                raise SpecError(f"{f.name}: expected true or false, got {value!r}")
+            if f.type in ("int", "int | None") and value is not None and \
+                    (isinstance(value, bool) or not isinstance(value, int)):
+                raise SpecError(f"{f.name}: expected a whole number, got {value!r}")
+        for name in ("head_dim", "kv_heads"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SpecError(f"{name}: must be a positive whole number, got {value!r}")
+        if self.channels <= 0:
+            raise SpecError(f"channels: must be a positive whole number, got {self.channels!r}")
         if self.norms_per_layer not in (1, 2, 4):
             raise SpecError(f"norms_per_layer: expected 1, 2 or 4, got {self.norms_per_layer!r}")
         for name in ("hidden", "layers", "heads", "ffn"):

@@ -28,12 +28,20 @@ class ResNetSpec:
     channels: int = 3
 
     def __post_init__(self) -> None:
+        for name in ("blocks", "widths"):
+            if not isinstance(getattr(self, name), tuple):
+                raise SpecError(f"{name}: expected a list of whole numbers, got "
+                                f"{getattr(self, name)!r}")
         if len(self.blocks) != len(self.widths) or not self.blocks:
             raise SpecError(f"blocks: expected one count per width {list(self.widths)}, "
                             f"got {list(self.blocks)}")
         for name, values in (("blocks", self.blocks), ("widths", self.widths)):
             if any(not isinstance(v, int) or v <= 0 for v in values):
                 raise SpecError(f"{name}: must be positive whole numbers, got {list(values)}")
+        for name in ("expansion", "image", "classes", "channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise SpecError(f"{name}: must be a positive whole number, got {value!r}")
         if self.image % 32:
             raise SpecError(f"image: must be a multiple of 32, got {self.image!r}")
 

@@ -58,6 +58,11 @@ class Sweep:
         for name in ("models", "devices", "capacities", "methods"):
             if not getattr(self, name):
                 raise InvalidInputError(f"--{name}: give at least one value")
+        if not isinstance(self.device, str):
+            raise InvalidInputError(f"--device: expected a device name, got {self.device!r}")
+        if not isinstance(self.workload, Workload):
+            raise InvalidInputError(f"workload: expected a mapping, got {self.workload!r}")
+        SolveOptions(time_limit_s=self.time_limit_s)  # the same checks as a single solve
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise InvalidInputError(f"--methods: unknown method {bad[0]!r} (known: {', '.join(METHODS)})")
@@ -65,7 +70,10 @@ class Sweep:
             raise InvalidInputError(f"--devices: every count must be >= 1, got {list(self.devices)}")
         device = get_device(self.device)
         for cap in self.capacities:
-            capacity_for(cap, device)
+            try:
+                capacity_for(cap, device)
+            except InvalidInputError as exc:
+                raise InvalidInputError(str(exc).replace("--capacity:", "--capacities:")) from None
         MemoryModel(self.memory_model)
 
     def tasks(self) -> list[SweepTask]:
@@ -97,8 +105,10 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInputError(f"{path}: cannot read the sweep ({exc})") from None
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the sweep ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict):
         raise InvalidInputError(f"{path}: expected a mapping")
     known = {"models", "devices", "capacities", "methods", "device", "workload", "granularity",
@@ -106,7 +116,10 @@ def load_sweep(path: str | Path) -> Sweep:
     unknown = sorted(set(doc) - known)
     if unknown:
         raise InvalidInputError(f"{path}: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    wl = dict(doc.get("workload") or {})
+    raw_wl = doc.get("workload") or {}
+    if not isinstance(raw_wl, dict):
+        raise InvalidInputError(f"{path}: workload: expected a mapping, got {raw_wl!r}")
+    wl = dict(raw_wl)
     dtype = wl.pop("dtype", "bf16")
     try:
         workload = Workload(batch=wl.pop("batch", 1), seq_len=wl.pop("seq", 2048),
@@ -124,12 +137,16 @@ def load_sweep(path: str | Path) -> Sweep:
             raise InvalidInputError(f"{path}: {name}: expected a list of {kind.__name__}, got {values!r}")
         return tuple(values)
 
-    return Sweep(models=listed("models", str), devices=listed("devices", int),
-                 capacities=tuple(str(c) for c in listed("capacities", (str, int))),  # type: ignore[arg-type]
-                 methods=listed("methods", str), device=doc.get("device", "h100-sxm"),
-                 workload=workload, granularity=doc.get("granularity", "block"),
-                 memory_model=doc.get("memory_model", "additive"),
-                 time_limit_s=float(doc.get("time_limit", 60.0)))
+    try:
+        return Sweep(models=listed("models", str), devices=listed("devices", int),
+                     capacities=tuple(str(c) for c in listed("capacities", (str, int))),  # type: ignore[arg-type]
+                     methods=listed("methods", str), device=doc.get("device", "h100-sxm"),
+                     workload=workload, granularity=doc.get("granularity", "block"),
+                     memory_model=doc.get("memory_model", "additive"),
+                     time_limit_s=doc.get("time_limit", 60.0))
+    except InvalidInputError as exc:
+        # Name the file and its field, not the CLI flag the same check would name.
+        raise InvalidInputError(f"{path}: {str(exc).lstrip('-')}") from None
 
 
 @lru_cache(maxsize=64)
@@ -205,7 +222,12 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 2,
     for model in dict.fromkeys(sweep.models):  # fail fast on a bad model name
         _graph(model, sweep.workload, sweep.granularity, sweep.device)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out: {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
     journal = out / JOURNAL
     settings = sweep.settings()
     done = _read_journal(journal, settings)

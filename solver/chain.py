@@ -12,6 +12,11 @@ from .units import read_json
 __all__ = ["chain_from_dict", "chain_to_dict", "load_chain"]
 
 _TOP_FIELDS = frozenset({"name", "input_bytes", "link", "layers", "metadata", "source"})
+# What a layer may carry: the canonical fields, and the annotations cachepart itself writes.
+_LAYER_FIELDS = frozenset({"name", "weight_bytes", "activation_bytes", "buffer_bytes", "latency_s",
+                           "kind", "params", "flops", "bytes_moved", "kv_cache_bytes",
+                           "latency_hbm_s"})
+_LINK_FIELDS = frozenset({"bandwidth_bytes_per_s", "latency_s"})
 
 
 def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
@@ -28,6 +33,10 @@ def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
     for index, layer in enumerate(layers):
         if not isinstance(layer, dict):
             raise InvalidInputError(f"layers[{index}]: expected an object, got {layer!r:.60}")
+        extra = sorted(set(layer) - _LAYER_FIELDS)
+        if extra:
+            raise InvalidInputError(f"layers[{index}] ({layer.get('name', '?')!r}): unknown field "
+                                    f"{extra[0]!r} (known: {', '.join(sorted(_LAYER_FIELDS))})")
         for key in ("weight_bytes", "activation_bytes", "latency_s"):
             if key not in layer:
                 raise InvalidInputError(f"layers[{index}] ({layer.get('name', '?')!r}): "
@@ -42,8 +51,15 @@ def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
         if not isinstance(raw, dict) or "bandwidth_bytes_per_s" not in raw:
             raise InvalidInputError(f"link: expected {{'bandwidth_bytes_per_s': ..., "
                                     f"'latency_s': ...}}, got {raw!r:.80}")
+        extra = sorted(set(raw) - _LINK_FIELDS)
+        if extra:
+            raise InvalidInputError(f"link: unknown field {extra[0]!r} "
+                                    f"(known: {', '.join(sorted(_LINK_FIELDS))})")
         link = Link(raw["bandwidth_bytes_per_s"], raw.get("latency_s", 0.0))
-    metadata = dict(data.get("metadata") or {})
+    raw_meta = data.get("metadata") or {}
+    if not isinstance(raw_meta, dict):
+        raise InvalidInputError(f"metadata: expected an object, got {raw_meta!r:.60}")
+    metadata = dict(raw_meta)
     if "source" in data:
         metadata["source"] = data["source"]
     return LayerGraph.chain(name, layers, input_bytes=input_bytes, link=link, metadata=metadata)

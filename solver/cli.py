@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_SOLVER = 0, 2, 3, 4
+SEQ_DEFAULT = 2048
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,10 +97,12 @@ MODEL_HELP = ("a zoo name (see `cachepart zoo`), a spec .yaml, a Hugging Face co
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     g = p.add_argument_group("workload (not used for a chain JSON, which carries its own sizes)")
-    g.add_argument("--batch", type=int, default=1, help="sequences (or images) per batch (default 1)")
+    g.add_argument("--batch", type=int, default=None,
+                   help="sequences (or images) per batch (default 1; for a torch module, the "
+                        "batch of --input-shape)")
     g.add_argument("--micro-batch", type=int, default=None,
                    help="sequences in flight per stage (default: the whole batch)")
-    g.add_argument("--seq", type=int, default=2048,
+    g.add_argument("--seq", type=int, default=SEQ_DEFAULT,
                    help="tokens per sequence; the context length when decoding (default 2048)")
     g.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
     g.add_argument("--dtype", choices=list(DTYPE_BYTES), default="bf16",
@@ -186,7 +189,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _workload(args: argparse.Namespace) -> Workload:
-    return Workload(batch=args.batch, seq_len=args.seq, phase=args.phase,
+    shape = parse_shape(args.input_shape)
+    batch = args.batch if args.batch is not None else (shape[0] if shape else 1)
+    seq = args.seq
+    if shape is not None and len(shape) >= 2 and args.seq == SEQ_DEFAULT and \
+            args.input_dtype in ("long", "int32"):
+        seq = shape[1]  # token ids (B, S): the traced sequence length
+    return Workload(batch=batch, seq_len=seq, phase=args.phase,
                     micro_batch=args.micro_batch, weight_dtype=args.weight_dtype or args.dtype,
                     activation_dtype=args.dtype, attention=args.attention)
 
@@ -195,12 +204,45 @@ def load_from_args(args: argparse.Namespace, tier: str | None = None) -> LoadedM
     loaded = load_model(args.model, _workload(args), granularity=args.granularity,
                         device=args.device, input_shape=parse_shape(args.input_shape),
                         input_dtype=args.input_dtype, tier=tier)
+    if loaded.kind == "chain":
+        given = [f"--{name.replace('_', '-')}" for name, default in WORKLOAD_DEFAULTS.items()
+                 if getattr(args, name, default) != default]
+        if given:
+            loaded.warnings.append(f"{', '.join(given)}: a chain JSON carries its own sizes and "
+                                   "times; these options do not apply to it")
+    elif loaded.kind != "torch" and args.input_shape is not None:
+        loaded.warnings.append("--input-shape applies to a torch module MODEL only; ignored")
     if getattr(args, "profile", None):
-        loaded.graph = apply_profile(loaded.graph, load_profile(args.profile))
+        profile = load_profile(args.profile)
+        _check_profile(profile, loaded, args.profile)
+        loaded.graph = apply_profile(loaded.graph, profile)
         loaded.graph.metadata["profile"] = str(args.profile)
     for warning in loaded.warnings:
         print(f"cachepart: warning: {warning}", file=sys.stderr)
     return loaded
+
+
+WORKLOAD_DEFAULTS: dict[str, Any] = {
+    "batch": None, "micro_batch": None, "seq": SEQ_DEFAULT, "phase": "prefill", "dtype": "bf16",
+    "weight_dtype": None, "attention": "fused", "granularity": "block"}
+
+
+def _check_profile(profile: Any, loaded: LoadedModel, path: str) -> None:
+    """A profile measured for another model or workload would plan with the wrong times."""
+    if profile.model != loaded.graph.name:
+        raise InvalidInputError(f"--profile: {path} was measured for model {profile.model!r}, "
+                                f"not {loaded.graph.name!r}")
+    planned = loaded.graph.metadata.get("workload") or {}
+    measured = profile.workload or {}
+    for key in ("micro_batch", "seq_len", "phase"):
+        mine = planned.get(key)
+        if key == "micro_batch":
+            theirs = measured.get("micro_batch") or measured.get("batch")
+        else:
+            theirs = measured.get(key)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise InvalidInputError(f"--profile: {path} was measured at {key} {theirs}, but this "
+                                    f"plan's workload has {key} {mine}")
 
 
 def problem_from_args(args: argparse.Namespace) -> tuple[LoadedModel, Problem, str | None]:
@@ -281,16 +323,26 @@ def _extensions(args: argparse.Namespace, loaded: LoadedModel, problem: Problem
     if args.residency == "partial":
         nodes = loaded.graph.graph.nodes
         order = loaded.graph.order()
+        if getattr(args, "profile", None):
+            raise InvalidInputError("--residency partial: cannot use --profile (a profile has one "
+                                    "latency per layer; residency needs an on-chip and a streamed "
+                                    "one)")
         if any("latency_hbm_s" not in nodes[n] for n in order):
-            raise InvalidInputError("--residency partial: needs an on-chip --capacity tier "
-                                    "(smem, l2, l2-usable) of a zoo, spec or HF model, so each "
-                                    "layer has an on-chip and a streamed latency")
+            raise InvalidInputError(
+                f"--residency partial: --capacity {args.capacity} is not an on-chip tier below "
+                f"{args.device}'s main memory; give one (for example l2) with a zoo, spec or HF "
+                "model, so each layer has an on-chip and a streamed latency")
         residency = Residency(np.array([nodes[n]["latency_s"] for n in order]),
                               np.array([nodes[n]["latency_hbm_s"] for n in order]))
     return tp, residency
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
+    if args.output is not None and not args.output.strip():
+        raise InvalidInputError("--output: empty path")
+    if args.solver != "cpsat" and args.method not in ("ilp", AUTO):
+        print(f"cachepart: warning: --solver {args.solver} applies to --method ilp only; "
+              f"--method {args.method} ignores it", file=sys.stderr)
     loaded, problem, tier = problem_from_args(args)
     tp, residency = _extensions(args, loaded, problem)
     with _Progress(sys.stderr, args.method, enabled=not args.quiet) as progress:
@@ -330,10 +382,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_colwidth", 70, "display.width", 200):
         print(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"))
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
+        try:
+            Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(args.csv, index=False)
+        except OSError as exc:
+            raise InvalidInputError(f"--csv: cannot write {args.csv} ({exc.strerror or exc})") \
+                from None
         print(f"table written to {args.csv}")
     if all(p.status is Status.INFEASIBLE for _, p in answers):
+        print(f"cachepart: infeasible: {answers[0][1].diagnosis}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return EXIT_OK
 

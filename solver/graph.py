@@ -17,8 +17,10 @@ import networkx as nx
 
 from .errors import InvalidInputError
 
-__all__ = ["FOOTPRINT_FIELDS", "REQUIRED_FIELDS", "LayerGraph", "Link"]
+__all__ = ["FOOTPRINT_FIELDS", "MAX_BYTES", "REQUIRED_FIELDS", "LayerGraph", "Link", "check_number"]
 
+MAX_BYTES = 2**62
+"""Byte counts stay below this so sums over a stage fit int64."""
 REQUIRED_FIELDS: tuple[str, ...] = ("weight_bytes", "activation_bytes", "latency_s")
 FOOTPRINT_FIELDS: tuple[str, ...] = ("weight_bytes", "activation_bytes", "buffer_bytes")
 _BYTE_FIELDS = frozenset({"weight_bytes", "activation_bytes", "buffer_bytes", "bytes"})
@@ -55,6 +57,8 @@ def check_number(value: Any, where: str, *, positive: bool = False, integral: bo
         raise InvalidInputError(f"{where}: must be >= 0, got {value!r}")
     if integral and number != int(number):
         raise InvalidInputError(f"{where}: must be a whole number of bytes, got {value!r}")
+    if integral and number >= MAX_BYTES:
+        raise InvalidInputError(f"{where}: {value!r} bytes is beyond the 2^62 this tool counts")
     return number
 
 

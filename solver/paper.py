@@ -17,7 +17,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .algorithms import METHODS, SolveOptions
 from .cluster import PAPER_CLUSTER, Cluster
+from .errors import InvalidInputError
 from .feasibility import diagnose
 from .footprint import Workload
 from .hardware import capacity_for
@@ -163,9 +165,14 @@ def run_paper(model: str = "paper-dense-16l", micro_batch: int = 8,
                          cluster=cluster.to_dict(), l2_capacity_bytes=l2,
                          l2_feasible=not l2_diag, l2_diagnosis=l2_diag,
                          l2_op_diagnosis=op_diag, l2_devices_weights_only=weights_only)
+    options = SolveOptions(time_limit_s=time_limit_s)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InvalidInputError(f"--methods: unknown method {unknown[0] if unknown else ''!r} "
+                                f"(known: {', '.join(METHODS)})")
     for method in methods:
         name = f"layer-wise HBM ({method})"
-        part = solve(problem, method)
+        part = solve(problem, method, options)
         if part.status is Status.INFEASIBLE:
             report.scenarios.append(Scenario(name, method, "hbm", "infeasible",
                                              note=part.diagnosis or ""))

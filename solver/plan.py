@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -140,7 +141,11 @@ class Plan:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json(), encoding="utf-8")
+        try:
+            Path(path).write_text(self.to_json(), encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInputError(f"--output: cannot write {path} ({exc.strerror or exc})") \
+                from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "plan") -> Plan:
@@ -189,10 +194,54 @@ class Plan:
             raise InvalidInputError(f"{source}: stages: list {len(layers)} layers "
                                     f"({len(set(layers))} distinct), model.num_layers is "
                                     f"{self.model.num_layers}")
+        self._check_numbers(source)
         used = sum(stage.tp_degree for stage in self.stages)
         if used > self.hardware.devices:
             raise InvalidInputError(f"{source}: stages: {len(self.stages)} stages on {used} "
                                     f"devices for hardware.devices {self.hardware.devices}")
+
+    def _check_numbers(self, source: str) -> None:
+        """Numbers a hand edit can make disagree: each is recomputed from the stages."""
+        if self.solver.status is Status.INFEASIBLE:
+            raise InvalidInputError(f"{source}: solver/status: 'infeasible' for a plan with stages")
+        rank = 0
+        for st in self.stages:
+            for name in ("latency_s", "compute_s", "transfer_in_s"):
+                if not math.isfinite(getattr(st, name)):
+                    raise InvalidInputError(f"{source}: stages/{st.index}/{name}: must be finite, "
+                                            f"got {getattr(st, name)}")
+            if st.device_rank != rank:
+                raise InvalidInputError(f"{source}: stages/{st.index}/device_rank: expected {rank} "
+                                        f"(after the devices of the stages before), got "
+                                        f"{st.device_rank}")
+            rank += st.tp_degree
+            if st.headroom_bytes != self.hardware.capacity_bytes - st.memory_bytes:
+                raise InvalidInputError(f"{source}: stages/{st.index}/headroom_bytes: "
+                                        f"{st.headroom_bytes} is not capacity - memory_bytes")
+        times = [st.latency_s for st in self.stages]
+        claimed = self.objective["max_stage_latency_s"]
+        if not _close(claimed, max(times)):
+            raise InvalidInputError(f"{source}: objective/max_stage_latency_s: {claimed} is not the "
+                                    f"largest stage latency {max(times)}")
+        for key, expected in (("num_stages", len(self.stages)),
+                              ("bottleneck_stage", times.index(max(times)))):
+            if key in self.objective and self.objective[key] != expected:
+                raise InvalidInputError(f"{source}: objective/{key}: expected {expected}, got "
+                                        f"{self.objective[key]}")
+        wl = self.workload
+        for key in ("batch", "micro_batch", "seq_len"):
+            value = wl.get(key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InvalidInputError(f"{source}: workload/{key}: must be a whole number >= 1, "
+                                        f"got {value!r}")
+        if isinstance(wl.get("batch"), int) and isinstance(wl.get("micro_batch"), int) and \
+                wl["micro_batch"] > wl["batch"]:
+            raise InvalidInputError(f"{source}: workload/micro_batch: {wl['micro_batch']} exceeds "
+                                    f"batch {wl['batch']}")
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-300)
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import InvalidInputError
-from .graph import LayerGraph, Link
+from .graph import MAX_BYTES, LayerGraph, Link
 
 __all__ = ["MemoryModel", "Problem"]
 
@@ -46,6 +46,10 @@ def _as_array(values: Any, name: str, dtype: type) -> np.ndarray:
     if bad.size:
         raise InvalidInputError(f"{name}[{bad[0]}]: must be a finite number >= 0, got {arr[bad[0]]}")
     if dtype is np.int64:
+        big = np.flatnonzero(arr >= MAX_BYTES)
+        if big.size:
+            raise InvalidInputError(f"{name}[{big[0]}]: {arr[big[0]]:.3g} bytes is beyond the 2^62 "
+                                    "this tool counts")
         return np.rint(arr).astype(np.int64)
     return arr
 
@@ -107,6 +111,11 @@ class Problem:
             if len(cut) != n:
                 raise InvalidInputError(f"cut_bytes: has {len(cut)} entries, expected {n}")
         put(self, "cut_bytes", _frozen(cut))
+        total = int(self.weight_bytes.sum() + self.activation_bytes.sum() + self.buffer_bytes.sum()
+                    + self.input_bytes)
+        if total >= MAX_BYTES or self.capacity_bytes >= MAX_BYTES:
+            raise InvalidInputError(f"capacity/layers: byte counts beyond 2^62 (model {total}, "
+                                    f"capacity {self.capacity_bytes}) would overflow int64 sums")
 
     # ----- sizes and derived arrays -------------------------------------------------------
     @property

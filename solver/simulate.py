@@ -207,7 +207,7 @@ def simulate(
         tokens_per_s=tokens_per_s,
         steady_tokens_per_s=None if per_mb is None else per_mb / bottleneck,
         tpot_per_sequence_s=makespan / steps if phase == "decode" else None,
-        tpot_paper_s=None if tokens_per_s is None else 1.0 / tokens_per_s,
+        tpot_paper_s=None if not tokens_per_s else 1.0 / tokens_per_s,  # 0: too slow to count
         bubble_fraction=1.0 - sum(busy) / (len(times) * makespan),
         busy_s=busy,
         utilisation=tuple(b / makespan for b in busy),

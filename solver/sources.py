@@ -24,7 +24,14 @@ from .footprint import LayerFootprint, Workload, footprints
 from .graph import LayerGraph
 from .hardware import Device, get_device
 
-__all__ = ["LoadedModel", "graph_from_layers", "load_model", "model_layers"]
+__all__ = [
+    "LoadedModel",
+    "bandwidth_tier",
+    "graph_from_layers",
+    "load_model",
+    "model_layers",
+    "per_sample_kind",
+]
 
 
 @dataclass
@@ -38,6 +45,27 @@ class LoadedModel:
     footprints: list[LayerFootprint] = field(default_factory=list)
     spec: ModelSpec | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+def bandwidth_tier(device: Device, tier: str | None) -> str | None:
+    """The tier whose bandwidth times a stage held in ``tier``: itself when the catalogue has a
+    figure, else the nearest slower tier that has one (l2, then main memory), a conservative
+    stand-in that load_model reports as a warning."""
+    if tier is None or tier in device.tier_bandwidth:
+        return tier
+    for slower in ("l2", device.main_memory):
+        if slower in device.tier_bandwidth:
+            return slower
+    return None
+
+
+def per_sample_kind(arch: object) -> str | None:
+    """'cnn' or 'vit' for architectures sized per image, else None."""
+    if arch is None:
+        return None
+    if getattr(arch, "kind", None) == "vit":
+        return "vit"
+    return "cnn" if hasattr(arch, "blocks") and hasattr(arch, "expansion") else None
 
 
 def _is_module_factory(source: str) -> bool:
@@ -97,6 +125,7 @@ def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
     from main memory, which tiered residency needs."""
     fps = footprints(layers, workload)
     on_chip = tier is not None and tier != device.main_memory
+    speed_tier = bandwidth_tier(device, tier) if on_chip else tier
     rows = []
     previous = input_bytes
     for fp in fps:
@@ -106,12 +135,13 @@ def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
                "buffer_bytes": fp.buffer_bytes, "kv_cache_bytes": fp.kv_cache_bytes,
                "flops": fp.flops, "bytes_moved": fp.bytes_moved, "latency_s": hbm}
         if on_chip:
-            row["latency_s"] = roofline_latency(fp, device, workload, tier, input_bytes=previous)
+            row["latency_s"] = roofline_latency(fp, device, workload, speed_tier,
+                                                input_bytes=previous)
             row["latency_hbm_s"] = hbm
         rows.append(row)
         previous = fp.activation_bytes
     meta = {"workload": {**workload.to_dict(), "throughput_unit": unit},
-            "device": device.name, "tier": tier,
+            "device": device.name, "tier": tier, "bandwidth_tier": speed_tier,
             **(metadata or {})}
     graph = LayerGraph.chain(name, rows, input_bytes=input_bytes, link=device.link, metadata=meta)
     return graph, fps
@@ -156,6 +186,15 @@ def load_model(source: str, workload: Workload | None = None, *,
     warnings = []
     if spec is not None and (warning := spec.parameter_warning()) is not None:
         warnings.append(warning)
+    arch = spec.arch if spec is not None else None
+    positions = getattr(arch, "positions", 0)
+    if positions and workload.seq_len > positions and per_sample_kind(arch) is None:
+        warnings.append(f"--seq {workload.seq_len} exceeds the {positions} learned positions of "
+                        f"{name}: the model cannot run at this length")
+    if workload.phase == "decode" and (kind_of := per_sample_kind(arch) or
+                                       getattr(arch, "kind", None)) in ("encoder", "vit", "cnn"):
+        warnings.append(f"--phase decode: {name} is an {kind_of} model, which does not decode "
+                        "token by token; its footprint is computed as asked")
     params = sum(layer.params for layer in layers)
     meta: dict[str, Any] = {"params": params, "source_kind": kind, "granularity": granularity}
     # Vision models (per-sample sizes, or a fixed token count per image) count images, not tokens.
@@ -166,4 +205,8 @@ def load_model(source: str, workload: Workload | None = None, *,
                                    unit="samples" if per_sample else "tokens",
                                    input_bytes=_input_bytes(layers, spec, workload), tier=tier,
                                    metadata=meta)
+    used = graph.metadata.get("bandwidth_tier")
+    if tier is not None and tier != dev.main_memory and used != tier:
+        warnings.append(f"{dev.name} has no bandwidth figure for {tier!r}: latencies use the "
+                        f"bandwidth of {used or dev.main_memory!r}, so they are upper bounds")
     return LoadedModel(graph, kind, params, fps, spec, warnings)

@@ -29,7 +29,8 @@ _PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z
 
 def parse_bytes(text: str | int | float, field: str = "capacity") -> int:
     """Parse a byte count: an integer, or a number with a unit (kB/MB/GB/TB are powers of
-    1000, KiB/MiB/GiB/TiB powers of 1024; units are case-insensitive). Fractions round down."""
+    1000, KiB/MiB/GiB/TiB powers of 1024; units are case-insensitive). A plain byte count must be whole;
+    a size with a unit rounds down to whole bytes."""
     if isinstance(text, bool):
         raise InvalidInputError(f"{field}: expected a byte count, got {text!r}")
     if isinstance(text, int | float):
@@ -45,9 +46,13 @@ def parse_bytes(text: str | int | float, field: str = "capacity") -> int:
         known = ", ".join(u for u in ("B", "kB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"))
         raise InvalidInputError(f"{field}: unknown unit {unit!r} in {text!r} (known: {known})")
     total = value * _UNITS[unit]
-    if not math.isfinite(total) or total <= 0:
+    if not math.isfinite(total) or total < 1:
         raise InvalidInputError(f"{field}: must be a positive byte count, got {text!r}")
-    return int(total)
+    if total >= 2**62:
+        raise InvalidInputError(f"{field}: {text!r} is beyond the 2^62 bytes this tool counts")
+    if unit in ("", "b") and total != int(total):
+        raise InvalidInputError(f"{field}: a byte count must be whole, got {text!r}")
+    return int(total)  # a size with a unit rounds down to whole bytes
 
 
 def format_bytes(n: float) -> str:

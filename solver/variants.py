@@ -62,6 +62,10 @@ class TensorParallel:
     """The intra-node link the all-reduces use."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.devices_per_node, bool) or not isinstance(self.devices_per_node, int) \
+                or self.devices_per_node < 1:
+            raise InvalidInputError(f"--devices-per-node: must be a whole number >= 1, got "
+                                    f"{self.devices_per_node!r}")
         if not self.degrees or any(not isinstance(t, int) or t < 1 for t in self.degrees):
             raise InvalidInputError(f"--tp: degrees must be whole numbers >= 1, got {self.degrees!r}")
         if 1 not in self.degrees:

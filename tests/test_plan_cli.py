@@ -102,7 +102,11 @@ def test_cli_compare_table_and_csv(chain_file: Path, tmp_path: Path, capsys) -> 
     (["--capacity", "300MB", "--devices", "0"], 2, "--devices: must be >= 1, got 0"),
     (["--capacity", "278925000", "--devices", "1", "-m", "dp"], 3, "at least 2 devices"),
     (["--capacity", "300MB", "--method", "magic"], 2, "invalid choice: 'magic'"),
-    (["--capacity", "300MB", "--time-limit", "0"], 2, "--time-limit: must be > 0"),
+    (["--capacity", "300MB", "--time-limit", "0"], 2, "--time-limit: must be a finite number"),
+    (["--capacity", "300MB", "--time-limit", "nan", "-m", "ilp"], 2, "--time-limit: must be a finite"),
+    (["--capacity", "300MB", "--seed", "-1"], 2, "--seed: must be a whole number"),
+    (["--capacity", "999999999999999999999999"], 2, "beyond the 2^62"),
+    (["--capacity", "1.5"], 2, "a byte count must be whole"),
 ])
 def test_cli_exit_codes(chain_file: Path, capsys, args, code, message) -> None:
     base = ["solve", str(chain_file), "--devices", "3"]

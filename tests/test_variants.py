@@ -203,6 +203,6 @@ def test_cli_tp_and_residency_plans(tmp_path: Path, capsys) -> None:
     assert doc["solver"]["info"]["chosen_by"] == "auto"
     assert any(st["resident_layers"] for st in doc["stages"])
     assert main(["solve", "gpt2", "-k", "8", "-c", "hbm", "--residency", "partial"]) == 2
-    assert "on-chip --capacity tier" in capsys.readouterr().err
+    assert "--capacity hbm is not an on-chip tier" in capsys.readouterr().err
     assert main(["solve", "gpt2", "-k", "8", "-c", "l2", "--tp", "1,2", "-m", "greedy"]) == 2
     assert "--tp: needs --method ilp, dp or auto" in capsys.readouterr().err

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import InvalidInputError
 from ..partition import Partition
 from ..problem import Problem
 
@@ -37,6 +39,17 @@ class SolveOptions:
     use_hint: bool = True
     """Without ``hint``, whether the ILP warm-starts from the parametric method's plan."""
     progress: Callable[[ProgressEvent], None] | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here, once, so every caller (CLI, batch, paper, library) gets the same errors.
+        t = self.time_limit_s
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+            raise InvalidInputError(f"--time-limit: must be a finite number of seconds > 0, got {t!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise InvalidInputError(f"--workers: must be a whole number >= 1, got {self.workers!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or \
+                not 0 <= self.seed < 2**31:
+            raise InvalidInputError(f"--seed: must be a whole number in 0..2^31-1, got {self.seed!r}")
 
     def report(self, method: str, elapsed: float, objective: float | None,
                bound: float | None) -> None:

@@ -14,8 +14,11 @@ from ..footprint import DTYPE_BYTES, Workload
 __all__ = ["register"]
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+def _csv(text: str, option: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(","))
+    if any(not v for v in values):
+        raise InvalidInputError(f"--{option}: empty item in {text!r}")
+    return values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,19 +44,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _sweep(args: argparse.Namespace) -> Sweep:
     if args.sweep:
+        given = [n for n in ("models", "devices", "capacities") if getattr(args, n)]
+        if given:
+            raise InvalidInputError(f"--{given[0]}: give either --sweep or the lists, not both")
         return load_sweep(args.sweep)
     missing = [n for n in ("models", "devices", "capacities") if not getattr(args, n)]
     if missing:
         raise InvalidInputError(f"--{missing[0]}: required unless --sweep is given")
     try:
-        devices = tuple(int(v) for v in _csv(args.devices))
+        devices = tuple(int(v) for v in _csv(args.devices, "devices"))
     except ValueError:
         raise InvalidInputError(f"--devices: expected whole numbers like 4,8,16, got "
                                 f"{args.devices!r}") from None
     workload = Workload(batch=args.batch, seq_len=args.seq, phase=args.phase,
                         weight_dtype=args.dtype, activation_dtype=args.dtype)
-    return Sweep(models=_csv(args.models), devices=devices, capacities=_csv(args.capacities),
-                 methods=_csv(args.methods), device=args.device, workload=workload,
+    return Sweep(models=_csv(args.models, "models"), devices=devices,
+                 capacities=_csv(args.capacities, "capacities"),
+                 methods=_csv(args.methods, "methods"), device=args.device, workload=workload,
                  granularity=args.granularity, memory_model=args.memory_model,
                  time_limit_s=args.time_limit)
 

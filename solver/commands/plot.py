@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import InvalidInputError
 from ..plan import load_plan
 
-__all__ = ["register"]
+__all__ = ["FORMATS", "register"]
+
+FORMATS = (".png", ".pdf", ".svg")
+MAX_GANTT = 1024
+"""Bars beyond this make a chart nobody can read, and a slow one."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,9 +29,21 @@ def _run(args: argparse.Namespace) -> int:
     from ..plots import plot_plan
 
     try:
+        out = Path(args.output or str(args.plan).removesuffix(".json") + ".png")
+        if out.suffix.lower() not in FORMATS:
+            raise InvalidInputError(f"--output: {str(out)!r}: the figure format comes from the "
+                                    f"file name's ending, one of {', '.join(FORMATS)}")
+        if args.microbatches is not None and not 1 <= args.microbatches <= MAX_GANTT:
+            raise InvalidInputError(f"--microbatches: must be in 1..{MAX_GANTT} for a chart, "
+                                    f"got {args.microbatches}")
         plan = load_plan(args.plan)
-        out = args.output or str(args.plan).removesuffix(".json") + ".png"
-        path = plot_plan(plan, out, args.microbatches)
+        try:
+            path = plot_plan(plan, out, args.microbatches)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{args.plan}: {exc}") from None
+        except OSError as exc:
+            raise InvalidInputError(f"--output: cannot write {out} ({exc.strerror or exc})") \
+                from None
     except InvalidInputError as exc:
         print(f"cachepart: error: {exc}", file=sys.stderr)
         return 2

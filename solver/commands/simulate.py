@@ -72,10 +72,14 @@ def report(result: SimResult, title: str = "") -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         plan = load_plan(args.plan)
+    except InvalidInputError as exc:
+        print(f"cachepart: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
         result = simulate_plan(plan, microbatches=args.microbatches,
                                decode_steps=args.decode_steps)
     except InvalidInputError as exc:
-        print(f"cachepart: error: {exc}", file=sys.stderr)
+        print(f"cachepart: error: {args.plan}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
