@@ -21,7 +21,7 @@ def relative_gap(objective: float | None, bound: float | None) -> float | None:
     if objective <= 0:
         return 0.0
     gap = (objective - bound) / objective
-    return 0.0 if gap < 1e-12 else gap  # below that it is float rounding, not a gap
+    return 0.0 if gap < 1e-9 else gap  # below that it is float rounding, not a gap
 
 
 @dataclass(frozen=True)
