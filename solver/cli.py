@@ -31,7 +31,7 @@ from .solve_extended import AUTO, solve_extended
 from .sources import LoadedModel, load_model
 from .status import Status
 from .units import format_bytes, parse_shape
-from .variants import Residency, TensorParallel, default_allreduce_bytes
+from .variants import Residency, TensorParallel, allreduce_bytes_of
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -313,12 +313,10 @@ def _extensions(args: argparse.Namespace, loaded: LoadedModel, problem: Problem
             raise InvalidInputError(f"--tp: expected degrees like 1,2,4,8, got {args.tp!r}") \
                 from None
         if degrees != (1,):
-            nodes = loaded.graph.graph.nodes
-            kinds = [nodes[n].get("kind") for n in loaded.graph.order()]
             link = get_device(args.device).link if loaded.kind != "chain" or \
                 loaded.graph.link is None else loaded.graph.link
             tp = TensorParallel(degrees, args.devices_per_node,
-                                default_allreduce_bytes(kinds, problem.activation_bytes), link)
+                                allreduce_bytes_of(loaded.graph, problem), link)
     residency = None
     if args.residency == "partial":
         nodes = loaded.graph.graph.nodes

@@ -28,7 +28,7 @@ from .simulate import simulate
 from .solve import solve
 from .sources import load_model
 from .status import Status
-from .variants import TensorParallel, default_allreduce_bytes, tp_dp, tp_stage_time
+from .variants import TensorParallel, allreduce_bytes_of, tp_dp, tp_stage_time
 
 __all__ = ["PAPER_CLAIMS", "PaperReport", "Scenario", "run_paper"]
 
@@ -157,9 +157,8 @@ def run_paper(model: str = "paper-dense-16l", micro_batch: int = 8,
 
     # 2. Layer-wise at HBM: the paper's method (greedy) and the exact ones, one device a stage.
     problem = Problem.from_graph(graph, hbm, k)
-    kinds = [graph.graph.nodes[n].get("kind") for n in graph.order()]
     tp = TensorParallel((1, 2, 4, 8), cluster.devices_per_node,
-                        default_allreduce_bytes(kinds, problem.activation_bytes), cluster.intra)
+                        allreduce_bytes_of(graph, problem), cluster.intra)
     report = PaperReport(model=graph.name, params_computed=loaded.params or 0,
                          params_declared=declared, workload=workload.to_dict(),
                          cluster=cluster.to_dict(), l2_capacity_bytes=l2,

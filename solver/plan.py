@@ -25,7 +25,7 @@ from .partition import Partition
 from .problem import Problem
 from .status import Status
 from .units import read_json
-from .variants import tp_stage_memory
+from .variants import resident_stage_memory, tp_stage_memory
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -285,8 +285,7 @@ def build_plan(
         t = int(degrees[j])
         transfer = float(problem.transfer_s[s])
         if resident is not None:
-            memory = int(sum(int(problem.weight_bytes[i]) for i in range(s, e) if resident[i])
-                         + problem.activation_bytes[s:e].sum() + problem.buffer_bytes[s:e].sum())
+            memory = resident_stage_memory(problem, s, e, resident[s:e])
         else:
             memory = tp_stage_memory(problem, s, e, t)
         latency = float(times[j]) if times is not None else problem.stage_time(s, e)

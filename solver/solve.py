@@ -12,11 +12,7 @@ from .partition import Partition, check_partition
 from .problem import Problem
 from .status import Status
 
-__all__ = ["method_names", "solve"]
-
-
-def method_names() -> list[str]:
-    return list(METHODS)
+__all__ = ["solve"]
 
 
 def solve(problem: Problem, method: str = "ilp", options: SolveOptions | None = None) -> Partition:

@@ -122,12 +122,6 @@ def _solve_tiered(problem: Problem, residency: Residency, method: str,
             "even with every weight streamed from main memory: "
             + (reason or "no plan fits")).replace("its weights, output and buffer",
                                                   "its output and buffer"))
-    resident = list(plan.resident)
-    times = []
-    for s, e in itertools.pairwise(plan.bounds):
-        lat = np.where(resident[s:e], residency.resident_latency_s[s:e],
-                       residency.streamed_latency_s[s:e])
-        times.append(float(lat.sum() + problem.transfer_s[s]))
     return Partition(plan.bounds, plan.status, plan.objective, plan.bound, method,
                      backend="cpsat", wall_s=plan.wall_s,
-                     info={**plan.info, "resident": resident, "stage_times_s": times})
+                     info={**plan.info, "resident": list(plan.resident)})

@@ -20,20 +20,23 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InvalidInputError
-from .graph import Link
+from .graph import LayerGraph, Link
 from .problem import MemoryModel, Problem
 
 __all__ = [
     "Residency",
     "TensorParallel",
+    "allreduce_bytes_of",
     "best_residency",
     "default_allreduce_bytes",
     "residency_stage_time",
+    "resident_stage_memory",
     "tp_dp",
     "tp_stage_memory",
     "tp_stage_time",
@@ -123,17 +126,20 @@ class Residency:
         object.__setattr__(self, "streamed_latency_s", stream)
 
 
-def residency_stage_time(problem: Problem, residency: Residency, s: int, e: int,
-                         resident: tuple[bool, ...]) -> tuple[float, int]:
-    """(time, on-chip bytes) of stage [s, e) with the given layers' weights resident.
-    Additive memory: resident weights + every activation and buffer of the stage."""
-    idx = np.arange(s, e)
+def resident_stage_memory(problem: Problem, s: int, e: int, resident: Sequence[bool] | np.ndarray) -> int:
+    """On-chip bytes of stage [s, e) whose layers ``resident`` (one flag per layer of the stage)
+    keep their weights: those weights + every activation and buffer (additive memory)."""
     mask = np.asarray(resident, dtype=bool)
-    lat = np.where(mask, residency.resident_latency_s[idx], residency.streamed_latency_s[idx])
-    time = float(lat.sum() + problem.transfer_s[s])
-    mem = int((problem.weight_bytes[idx] * mask).sum() + problem.activation_bytes[idx].sum()
-              + problem.buffer_bytes[idx].sum())
-    return time, mem
+    return int((problem.weight_bytes[s:e] * mask).sum() + problem.activation_bytes[s:e].sum()
+               + problem.buffer_bytes[s:e].sum())
+
+
+def residency_stage_time(problem: Problem, residency: Residency, s: int, e: int,
+                         resident: Sequence[bool] | np.ndarray) -> tuple[float, int]:
+    """(time, on-chip bytes) of stage [s, e) with the given layers' weights resident."""
+    mask = np.asarray(resident, dtype=bool)
+    lat = np.where(mask, residency.resident_latency_s[s:e], residency.streamed_latency_s[s:e])
+    return float(lat.sum() + problem.transfer_s[s]), resident_stage_memory(problem, s, e, mask)
 
 
 def best_residency(problem: Problem, residency: Residency, s: int, e: int
@@ -145,6 +151,12 @@ def best_residency(problem: Problem, residency: Residency, s: int, e: int
         if mem <= problem.capacity_bytes and (best is None or time < best[0]):
             best = (time, choice)
     return best
+
+
+def allreduce_bytes_of(graph: LayerGraph, problem: Problem) -> np.ndarray:
+    """default_allreduce_bytes for a problem lowered from ``graph`` (kinds from its nodes)."""
+    kinds = [graph.graph.nodes[n].get("kind") for n in graph.order()]
+    return default_allreduce_bytes(kinds, problem.activation_bytes)
 
 
 def tp_time_matrix(problem: Problem, tp: TensorParallel, t: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from ortools.sat.python import cp_model
 from ..errors import InvalidInputError
 from ..problem import MemoryModel, Problem
 from ..status import Status
-from ..variants import Residency, TensorParallel, tp_dp, tp_time_matrix
+from ..variants import Residency, TensorParallel, residency_stage_time, tp_dp, tp_time_matrix
 from .base import SolveOptions
 from .ilp_cpsat import cpsat_solver
 from .parametric import minmax_partition
@@ -243,22 +243,32 @@ def solve_tiered_ilp(problem: Problem, res: Residency, options: SolveOptions) ->
             if status == cp_model.INFEASIBLE:
                 return None
             raise InvalidInputError(f"tiered ilp: no solution within {options.time_limit_s:g} s")
-        return TieredPlan(warm[0], warm[1], Status.FEASIBLE, warm[2], floor,
-                          time.perf_counter() - t0, {"backend_status": solver.status_name(status)})
+        times = _evaluate(problem, res, warm[0], warm[1])
+        return TieredPlan(warm[0], warm[1], Status.FEASIBLE, max(times), floor,
+                          time.perf_counter() - t0, {"backend_status": solver.status_name(status),
+                                                     "stage_times_s": times})
     picked = [segs[i] for i, v in enumerate(y) if solver.value(v)]
     bounds = (*[s for s, _ in sorted(picked)], n)
-    resident = [bool(solver.value(v)) for v in r]
-    # Exact evaluation in floating point; a layer whose weights do not save anything stays off.
-    worst = 0.0
-    for s, e in itertools.pairwise(bounds):
-        lat = np.where(resident[s:e], res.resident_latency_s[s:e], res.streamed_latency_s[s:e])
-        worst = max(worst, float(lat.sum() + x[s]))
-        used = sum(w[j] for j in range(s, e) if resident[j]) + int(ab[e] - ab[s])
-        if used > cap:
-            raise AssertionError(f"tiered ILP stage [{s}, {e}) uses {used} > {cap} bytes")
+    resident = tuple(bool(solver.value(v)) for v in r)
+    times = _evaluate(problem, res, bounds, resident)
+    worst = max(times)
     proven = status == cp_model.OPTIMAL
-    return TieredPlan(bounds, tuple(resident), Status.OPTIMAL if proven else Status.FEASIBLE,
+    return TieredPlan(bounds, resident, Status.OPTIMAL if proven else Status.FEASIBLE,
                       worst, worst if proven else _bound(solver, scale, floor, worst),
                       time.perf_counter() - t0,
                       {"segments": len(segs), "backend_status": solver.status_name(status),
-                       "scale": scale, "warm_start": None if warm is None else warm[2]})
+                       "scale": scale, "warm_start": None if warm is None else warm[2],
+                       "stage_times_s": times})
+
+
+def _evaluate(problem: Problem, res: Residency, bounds: tuple[int, ...],
+              resident: tuple[bool, ...]) -> list[float]:
+    """Stage times in floating point, each stage checked against the capacity."""
+    times = []
+    for s, e in itertools.pairwise(bounds):
+        stage_time, used = residency_stage_time(problem, res, s, e, resident[s:e])
+        if used > problem.capacity_bytes:
+            raise AssertionError(f"tiered plan stage [{s}, {e}) uses {used} > "
+                                 f"{problem.capacity_bytes} bytes")
+        times.append(stage_time)
+    return times
