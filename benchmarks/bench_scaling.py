@@ -19,12 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from models.zoo import zoo_names
-from solver.algorithms import SolveOptions
-from solver.batch import Sweep, run_sweep
-from solver.footprint import Workload
-from solver.plots import plot_solve_times
-from solver.solve import solve
-from solver.synthetic import random_problem
+from solver import SolveOptions, Sweep, Workload, random_problem, run_sweep, solve
+from solver.analysis import plot_solve_times
 
 # Largest n each method is timed at (beyond it a solve takes too long or too much memory).
 LIMITS = {"parametric": 100_000, "greedy": 100_000, "dp": 3_000, "ilp": 1_000}

@@ -17,9 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from solver.algorithms import ILP_BACKENDS, SolveOptions
-from solver.solve import solve
-from solver.synthetic import random_problem
+from solver import ILP_BACKENDS, SolveOptions, random_problem, solve
 
 # (method, backend, n, K, use_hint): the targets of the core and performance issues.
 FULL = [

@@ -43,9 +43,7 @@ transfer costs (activations vary twentyfold, so a later cut can cost more than a
 zoo models carry the roofline latencies of an H100 SXM."""),
     ("code", SETUP),
     ("code", """\
-from solver.algorithms import ILP_BACKENDS, SolveOptions
-from solver.compare import compare, compare_table
-from solver.synthetic import random_problem
+from solver import SolveOptions, compare, compare_table, random_problem
 
 sizes = [(20, 4), (60, 8), (120, 12)] if SIZE == "small" else [(50, 8), (200, 16), (1000, 64)]
 seeds = range(3) if SIZE == "small" else range(10)
@@ -68,16 +66,14 @@ spread = exact.groupby(["n", "K", "seed"])["max_stage_latency_s"].agg(lambda v: 
 print("largest disagreement between exact methods:", spread.max())
 assert spread.max() == 0.0"""),
     ("code", """\
-from solver.footprint import Workload
-from solver.problem import Problem
-from solver.sources import load_model
+from solver import Workload, load_model, problem_from_graph
 
 zoo = ["gpt2", "llama2-7b", "mixtral-8x7b", "resnet50"] if SIZE == "small" else \\
     ["gpt2", "gpt2-xl", "llama2-7b", "llama2-70b", "mixtral-8x7b", "llama3.1-405b", "resnet50"]
 rows = []
 for name in zoo:
     graph = load_model(name, Workload(batch=8, seq_len=2048), granularity="op").graph
-    problem = Problem.from_graph(graph, 80 * 10**9, 16)
+    problem = problem_from_graph(graph, 80 * 10**9, 16)
     table = compare_table(problem, compare(problem, options=SolveOptions(time_limit_s=30)))
     table["model"] = name
     rows.append(table)
@@ -85,7 +81,7 @@ zoo_table = pd.concat(rows, ignore_index=True)
 zoo_table.to_csv(RESULTS / "methods_zoo.csv", index=False)
 zoo_table.pivot_table(index="model", columns="method", values="ratio_to_best")"""),
     ("code", """\
-from solver.plots import plot_solve_times
+from solver.analysis import plot_solve_times
 
 timing = random_table.groupby(["method", "n"], as_index=False)["solve_s"].median()
 path = plot_solve_times(timing.rename(columns={"solve_s": "seconds"}),
@@ -109,7 +105,7 @@ Every layout below runs through the same roofline cost model, the same cluster l
 GPipe simulator."""),
     ("code", SETUP),
     ("code", """\
-from solver.paper import PAPER_CLAIMS, run_paper
+from solver.experiments import PAPER_CLAIMS, run_paper
 
 methods = ("greedy", "dp", "ilp")
 stated = run_paper("paper-dense-16l", methods=methods)
@@ -166,8 +162,7 @@ tier cannot hold the model."""),
     ("code", SETUP),
     ("code", """\
 from models.zoo import zoo_names
-from solver.footprint import Workload
-from solver.frontier import frontier_table
+from solver import Workload, frontier_table
 
 if SIZE == "small":
     models = ["tiny-llama", "gpt2", "resnet50", "vit-b16", "llama2-7b", "paper-dense-16l"]
@@ -181,7 +176,7 @@ table.to_csv(RESULTS / "capacity_frontier.csv", index=False)
 table.pivot_table(index=["model", "granularity"], columns=["tier", "dtype"],
                   values="devices_needed", aggfunc="min")"""),
     ("code", """\
-from solver.plots import plot_devices_needed
+from solver.analysis import plot_devices_needed
 
 block = table[(table["granularity"] == "op") & (table["dtype"] == "bf16")]
 path = plot_devices_needed(block.dropna(subset=["devices_needed"]), RESULTS / "capacity_frontier.png")

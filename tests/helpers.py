@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from solver.problem import MemoryModel, Problem
-from solver.synthetic import random_problem
+from solver import MemoryModel, Problem, random_problem
 
 __all__ = ["all_partitions", "brute_force", "random_problem", "stage_memory_direct"]
 

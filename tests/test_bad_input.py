@@ -155,3 +155,66 @@ def test_warnings_for_options_that_do_not_apply(tmp_path: Path, capsys) -> None:
     assert "exceeds the 1024 learned positions" in capsys.readouterr().err
     assert main(["solve", "resnet50", "-k", "4", "-c", "smem", "-m", "dp", "-q"]) == 0
     assert "no bandwidth figure for 'smem'" in capsys.readouterr().err
+
+
+# ----- one error tree, one exit table ---------------------------------------------------------
+def test_library_errors_name_the_parameter_and_the_cli_its_option(capsys) -> None:
+    from solver import InvalidInputError, SolveOptions, random_problem
+
+    with pytest.raises(InvalidInputError) as err:
+        SolveOptions(time_limit_s=-1)
+    assert err.value.field == "time_limit_s" and str(err.value).startswith("time_limit_s: ")
+    assert "--" not in str(err.value)
+    with pytest.raises(InvalidInputError) as err:
+        random_problem(0, 4).replace(max_stages=0)
+    assert err.value.field == "max_stages"
+    # the same errors through the CLI: named by the option that sets them there
+    assert main(["solve", "tiny-llama", "-k", "0", "-c", "hbm"]) == 2
+    assert capsys.readouterr().err == \
+        "cachepart: error: --devices: must be a whole number >= 1, got 0\n"
+    assert main(["batch", "--models", "tiny-llama", "--devices", "2", "--capacities", "l9",
+                 "--out", "/tmp/never-written"]) == 2
+    assert capsys.readouterr().err.startswith("cachepart: error: --capacities: 'l9' is neither")
+
+
+def test_exit_table() -> None:
+    from solver import CachepartError, InfeasibleError, InvalidInputError, SolverError
+    from solver.cli.exit_codes import ExitCode, exit_for
+
+    assert exit_for(InvalidInputError("x")) == (ExitCode.BAD_INPUT, "error")
+    assert exit_for(InfeasibleError("x")) == (ExitCode.INFEASIBLE, "infeasible")
+    assert exit_for(SolverError("x")) == (ExitCode.SOLVER, "solver error")
+    assert exit_for(CachepartError("x")) == (ExitCode.SOLVER, "error")
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 130]
+
+
+def test_building_a_plan_from_an_infeasible_answer_is_exit_3(monkeypatch, capsys) -> None:
+    """InfeasibleError is what a plan request without a plan raises; the table makes it 3."""
+    import solver.cli.zoo as zoo
+    from solver import InfeasibleError, build_plan, load_chain, problem_from_graph, solve
+
+    graph = load_chain(Path(__file__).resolve().parents[1] / "examples" /
+                       "paper-dense-16l.chain.json")
+    problem = problem_from_graph(graph, 10**6, 2)
+    answer = solve(problem, "dp")
+    with pytest.raises(InfeasibleError, match="cannot fit"):
+        build_plan(graph, problem, answer)
+
+    def refuse(args: object) -> int:
+        build_plan(graph, problem, answer)
+        return 0
+
+    monkeypatch.setattr(zoo, "run", refuse)
+    assert main(["zoo"]) == 3
+    assert capsys.readouterr().err.startswith("cachepart: infeasible: layer ")
+
+
+def test_interrupt_is_exit_130(monkeypatch, capsys) -> None:
+    import solver.cli.zoo as zoo
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo, "run", interrupted)
+    assert main(["zoo"]) == 130
+    assert capsys.readouterr().err == "cachepart: interrupted\n"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from solver.batch import JOURNAL, RESULT_COLUMNS, Sweep, load_sweep, run_sweep
+from solver import InvalidInputError, Sweep, Workload, load_sweep, run_sweep
+from solver.analysis import RESULT_COLUMNS
+from solver.analysis.batch import JOURNAL
 from solver.cli import main
-from solver.errors import InvalidInputError
-from solver.footprint import Workload
 
 SMALL = Sweep(models=("tiny-llama", "gpt2"), devices=(2, 4), capacities=("hbm", "l2", "10kB"),
               methods=("greedy", "dp", "parametric"), workload=Workload(batch=2, seq_len=64))
@@ -96,7 +96,7 @@ def test_sweep_file_and_errors(tmp_path: Path, capsys) -> None:
     assert sweep.workload.batch == 2 and sweep.workload.seq_len == 32
     assert main(["batch", "--sweep", str(path), "--out", str(tmp_path / "o"), "-q"]) == 0
     assert "1 solves (1 optimal)" in capsys.readouterr().out
-    with pytest.raises(InvalidInputError, match="--methods: unknown method 'magic'"):
+    with pytest.raises(InvalidInputError, match="methods: unknown method 'magic'"):
         Sweep(models=("gpt2",), devices=(2,), capacities=("hbm",), methods=("magic",))
     assert main(["batch", "--models", "nope", "--devices", "2", "--capacities", "hbm",
                  "--out", str(tmp_path / "x")]) == 2

@@ -10,24 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from solver.algorithms import SolveOptions
-from solver.algorithms.base import ProgressEvent
-from solver.algorithms.dp import dp_bottleneck
-from solver.algorithms.greedy import greedy_bounds
-from solver.algorithms.ilp import (
+from solver import (
     ILP_BACKENDS,
-    Backend,
-    BackendResult,
-    SegmentModel,
-    build_segment_model,
-    solve_ilp,
+    InvalidInputError,
+    MemoryModel,
+    ProgressEvent,
+    SolveOptions,
+    SolverError,
+    Status,
+    check_partition,
+    diagnose,
+    lower_bound,
 )
-from solver.algorithms.parametric import minmax_partition, optimal_bottleneck
-from solver.errors import InvalidInputError, SolverError
-from solver.feasibility import diagnose, lower_bound
-from solver.partition import check_partition
-from solver.problem import MemoryModel
-from solver.status import Status
+from solver.algorithms import dp_bottleneck, greedy_bounds, minmax_partition, optimal_bottleneck
+from solver.algorithms.ilp import IlpBackend, solve_ilp
+from solver.algorithms.ilp.canonical import build_segment_model
+from solver.algorithms.ilp.model import MilpModel, MilpResult, TimeScale
+from solver.cli import main
 
 from .helpers import brute_force, random_problem
 
@@ -125,15 +124,41 @@ def test_lower_bound_at_the_optimum_up_to_rounding(backend: str) -> None:
 def test_unknown_backend() -> None:
     problem = random_problem(0, 5)
     with pytest.raises(InvalidInputError,
-                       match=r"^--solver: unknown ILP backend 'x' \(known: cpsat, highs, cbc\)$"):
+                       match=r"^backend: unknown ILP backend 'x' \(known: cpsat, highs, cbc\)$"):
         solve_ilp(problem, SolveOptions(backend="x"))
 
 
+class _StandIn(IlpBackend):
+    """A backend whose answer the test chooses."""
+
+    def __init__(self, name: str, answer: object, available: bool = True) -> None:
+        self.name, self.summary, self.install = name, "stand-in", "nothing"
+        self._answer, self._available = answer, available
+        self.models: list[MilpModel] = []
+
+    def _probe(self) -> bool:
+        return self._available
+
+    def solve(self, model: MilpModel, options: SolveOptions, t0: float) -> MilpResult:
+        self.models.append(model)
+        return self._answer(model)  # type: ignore[operator]
+
+
 def test_unavailable_backend_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    missing = Backend("highs", "gone", lambda: False, lambda *_: BackendResult("x", None))
+    missing = _StandIn("highs", lambda m: MilpResult("x", None), available=False)
     monkeypatch.setitem(ILP_BACKENDS, "highs", missing)
-    with pytest.raises(SolverError, match="'highs'"):
+    with pytest.raises(SolverError, match="'highs'") as err:
         solve_ilp(random_problem(0, 5), SolveOptions(backend="highs"))
+    assert err.value.field == "backend"
+
+
+def test_time_scale_is_one_definition() -> None:
+    ts = TimeScale(2.0)
+    assert ts.scale == 5e8 and ts.unit_s == 2.0
+    assert ts.to_int(np.array([2.0, 1.0])).tolist() == [1_000_000_000, 500_000_000]
+    bound = ts.int_bound_s(1_000_000_000)
+    assert bound is not None and bound < 2.0 and bound == pytest.approx(2.0, rel=1e-8)
+    assert ts.int_bound_s(float("inf")) is None
 
 
 def test_backends_interface() -> None:
@@ -155,8 +180,9 @@ def test_default_backend_is_cpsat() -> None:
 
 def test_invalid_hint_is_an_input_error() -> None:
     problem = random_problem(0, 6)
-    with pytest.raises(InvalidInputError, match=r"^hint: "):
+    with pytest.raises(InvalidInputError, match=r"^hint: ") as err:
         solve_ilp(problem, SolveOptions(hint=(0, 3)))
+    assert err.value.field == "hint"
 
 
 def test_infeasible_returns_a_diagnosis() -> None:
@@ -210,10 +236,10 @@ def test_pruning_keeps_every_plan_at_least_as_good() -> None:
 
 
 # ----- status rules, with a stand-in backend ---------------------------------------------------
-def _fake(monkeypatch: pytest.MonkeyPatch, make: object) -> None:
-    def run(model: SegmentModel, options: SolveOptions, t0: float) -> BackendResult:
-        return make(model)  # type: ignore[operator]
-    monkeypatch.setitem(ILP_BACKENDS, "cpsat", Backend("cpsat", "stand-in", lambda: True, run))
+def _fake(monkeypatch: pytest.MonkeyPatch, answer: object) -> _StandIn:
+    backend = _StandIn("cpsat", answer)
+    monkeypatch.setitem(ILP_BACKENDS, "cpsat", backend)
+    return backend
 
 
 def test_proof_without_certificate_is_only_feasible(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,8 +248,8 @@ def test_proof_without_certificate_is_only_feasible(monkeypatch: pytest.MonkeyPa
     assert len(greedy) - 1 <= problem.max_stages
     assert problem.objective(greedy) > problem.objective(minmax_partition(problem))
     # A backend that "proves" a worse plan (as rounding could): the certificate refuses it.
-    _fake(monkeypatch, lambda m: BackendResult("OPTIMAL", m.mask_of(greedy), proven=True,
-                                               bound=1e9))
+    chosen = build_segment_model(problem, None).mask_of(greedy)
+    _fake(monkeypatch, lambda m: MilpResult("OPTIMAL", chosen, proven=True, bound_s=1e9))
     result = solve_ilp(problem, SolveOptions(use_hint=False))
     assert result.status is Status.FEASIBLE
     assert result.info["certificate"] is False
@@ -236,7 +262,8 @@ def test_time_limited_is_feasible_with_bound(monkeypatch: pytest.MonkeyPatch) ->
     problem = random_problem(10, 12, max_stages=4)
     best = minmax_partition(problem)
     assert best is not None
-    _fake(monkeypatch, lambda m: BackendResult("FEASIBLE", m.mask_of(best), bound=-1.0))
+    chosen = build_segment_model(problem, None).mask_of(best)
+    _fake(monkeypatch, lambda m: MilpResult("FEASIBLE", chosen, bound_s=-1.0))
     result = solve_ilp(problem, SolveOptions(use_hint=False))
     assert result.status is Status.FEASIBLE  # optimal in fact, but nothing proved it
     assert result.bound == lower_bound(problem)
@@ -244,7 +271,7 @@ def test_time_limited_is_feasible_with_bound(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_no_solution_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
     problem = random_problem(11, 12, max_stages=4)
-    _fake(monkeypatch, lambda m: BackendResult("UNKNOWN", None))
+    _fake(monkeypatch, lambda m: MilpResult("UNKNOWN", None))
     with pytest.raises(SolverError, match="no solution within 7 s"):
         solve_ilp(problem, SolveOptions(use_hint=False, time_limit_s=7))
     result = solve_ilp(problem, SolveOptions(time_limit_s=7))  # the incumbent stands
@@ -256,10 +283,32 @@ def test_no_solution_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_backend_infeasible_without_incumbent(monkeypatch: pytest.MonkeyPatch) -> None:
     problem = random_problem(12, 8, max_stages=6)
     assert diagnose(problem) is None  # feasible in fact: only the backend says otherwise
-    _fake(monkeypatch, lambda m: BackendResult("INFEASIBLE", None, infeasible=True))
+    _fake(monkeypatch, lambda m: MilpResult("INFEASIBLE", None, infeasible=True))
     result = solve_ilp(problem, SolveOptions(use_hint=False))
     assert result.status is Status.INFEASIBLE
     assert result.diagnosis == "the ILP found no feasible partition"
+
+
+@pytest.mark.parametrize("extra", [[], ["--tp", "1,2"], ["--residency", "partial"]])
+def test_out_of_time_without_a_solution_is_exit_4_on_every_path(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        extra: list[str]) -> None:
+    """The canonical, tensor-parallel and tiered ILPs alike: no solution within the limit and
+    no warm start is a solver failure (exit 4), never bad input; with a warm start it stands."""
+    import solver.cli.solve as solve_command
+
+    backend = _fake(monkeypatch, lambda m: MilpResult("UNKNOWN", None))
+    with_hint = solve_command.options_from_args
+    monkeypatch.setattr(solve_command, "options_from_args",  # no warm start to fall back on
+                        lambda args, **kw: with_hint(args, use_hint=False, **kw))
+    argv = ["solve", "tiny-llama", "--seq", "16", "-k", "4", "-c", "l2", "-m", "ilp", "-q",
+            "--time-limit", "3", *extra]
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("cachepart: solver error: ilp (cpsat): no solution within 3 s")
+    assert backend.models  # the stand-in ran: the ILP was reached on this path
+    monkeypatch.setattr(solve_command, "options_from_args", with_hint)
+    assert main(argv) == 0
 
 
 # ----- hygiene ----------------------------------------------------------------------------------

@@ -12,15 +12,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver.algorithms import ILP_BACKENDS, SolveOptions
-from solver.algorithms.dp import dp_bottleneck
-from solver.algorithms.greedy import greedy_bounds
-from solver.feasibility import canonical_partition, diagnose, fewest_stages, lower_bound
-from solver.graph import Link
-from solver.partition import check_partition
-from solver.problem import MemoryModel, Problem
-from solver.solve import solve
-from solver.status import Status
+from solver import (
+    ILP_BACKENDS,
+    Link,
+    MemoryModel,
+    Problem,
+    SolveOptions,
+    Status,
+    canonical_partition,
+    check_partition,
+    diagnose,
+    lower_bound,
+    solve,
+)
+from solver.algorithms import dp_bottleneck, greedy_bounds
+from solver.core import fewest_stages
 
 from .helpers import brute_force, random_problem, stage_memory_direct
 

@@ -11,10 +11,9 @@ from models.errors import SpecError
 from models.spec import load_spec, spec_from_dict
 from models.transformer import TransformerSpec
 from models.zoo import load_zoo_model, zoo_names
+from solver import InvalidInputError, Workload, load_model
 from solver.cli import main
-from solver.errors import InvalidInputError
-from solver.footprint import Workload, footprints
-from solver.sources import load_model
+from solver.hardware import footprints
 
 REQUIRED_ZOO = ["llama2-7b", "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b",
                 "llama3.1-405b", "mistral-7b", "mixtral-8x7b", "gpt3-175b", "gpt2", "gpt2-xl",
@@ -91,7 +90,7 @@ def test_dtypes_and_int4() -> None:
     spec = load_zoo_model("tiny-llama")
     fp = footprints(spec.arch.layer_descs("block"), Workload(weight_dtype="int4"))[1]
     assert fp.weight_bytes == fp.params // 2
-    with pytest.raises(InvalidInputError, match="--weight-dtype: unknown dtype 'fp7'"):
+    with pytest.raises(InvalidInputError, match="weight_dtype: unknown dtype 'fp7'"):
         Workload(weight_dtype="fp7")
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from solver import run_paper
 from solver.cli import main
-from solver.paper import run_paper
 
 
 @pytest.fixture(scope="module")

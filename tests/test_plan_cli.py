@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from solver.chain import chain_from_dict, load_chain
+from solver import (
+    InvalidInputError,
+    Plan,
+    build_plan,
+    chain_from_dict,
+    fingerprint,
+    load_chain,
+    load_plan,
+    problem_from_graph,
+    solve,
+)
 from solver.cli import main
-from solver.errors import InvalidInputError
-from solver.plan import Plan, build_plan, fingerprint, load_plan
-from solver.problem import Problem
-from solver.solve import solve
 
 from .test_inputs import CHAIN
 
@@ -32,7 +38,7 @@ def chain_file(tmp_path: Path) -> Path:
 
 def _plan(method: str = "dp") -> Plan:
     graph = chain_from_dict(CHAIN)
-    problem = Problem.from_graph(graph, capacity_bytes=300_000_000, max_stages=3)
+    problem = problem_from_graph(graph, capacity_bytes=300_000_000, max_stages=3)
     return build_plan(graph, problem, solve(problem, method), time_limit_s=5)
 
 
@@ -67,7 +73,7 @@ def test_plan_validation(mutate, message) -> None:
 
 def test_predicted_tokens_from_workload() -> None:
     graph = load_chain(PAPER)
-    problem = Problem.from_graph(graph, 80 * 10**9, 16)
+    problem = problem_from_graph(graph, 80 * 10**9, 16)
     plan = build_plan(graph, problem, solve(problem, "dp"))
     bottleneck = plan.objective["max_stage_latency_s"]
     assert plan.predicted["tokens_per_s"] == pytest.approx(128 * 10000 / bottleneck)
@@ -99,7 +105,7 @@ def test_cli_compare_table_and_csv(chain_file: Path, tmp_path: Path, capsys) -> 
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["--capacity", "12 lots"], 2, "--capacity: unknown unit"),
     (["--capacity", "1MB"], 3, "layer 'embed' cannot fit on one device"),
-    (["--capacity", "300MB", "--devices", "0"], 2, "--devices: must be >= 1, got 0"),
+    (["--capacity", "300MB", "--devices", "0"], 2, "--devices: must be a whole number >= 1, got 0"),
     (["--capacity", "278925000", "--devices", "1", "-m", "dp"], 3, "at least 2 devices"),
     (["--capacity", "300MB", "--method", "magic"], 2, "invalid choice: 'magic'"),
     (["--capacity", "300MB", "--time-limit", "0"], 2, "--time-limit: must be a finite number"),

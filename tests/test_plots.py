@@ -7,10 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from solver import load_plan, simulate_plan
+from solver.analysis import plot_devices_needed, plot_solve_times
 from solver.cli import main
-from solver.plan import load_plan
-from solver.plots import plot_devices_needed, plot_solve_times
-from solver.simulate import simulate_plan
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

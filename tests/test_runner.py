@@ -20,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch.distributed.pipelining")
 
+import solver.cli.run as run_cmd  # noqa: E402
 from models.torch_ref import (  # noqa: E402
     build_chain,
     build_layer,
@@ -30,17 +31,20 @@ from models.torch_ref import (  # noqa: E402
 )
 from models.transformer import TransformerSpec  # noqa: E402
 from models.zoo import load_zoo_model  # noqa: E402
-from solver.commands import profile as profile_cmd  # noqa: E402
-from solver.commands import run as run_cmd  # noqa: E402
-from solver.errors import InvalidInputError  # noqa: E402
-from solver.footprint import Workload  # noqa: E402
-from solver.plan import Plan, build_plan, load_plan  # noqa: E402
-from solver.problem import Problem  # noqa: E402
+from solver import (  # noqa: E402
+    InvalidInputError,
+    Plan,
+    Workload,
+    build_plan,
+    load_model,
+    load_plan,
+    problem_from_graph,
+    solve,
+)
+from solver.cli import main as cachepart  # noqa: E402
 from solver.runner import check_stage_memory, check_world_size, predict, prepare_run  # noqa: E402
 from solver.runner.l2 import pack_parameters  # noqa: E402
 from solver.runner.pipeline import compare_outputs  # noqa: E402
-from solver.solve import solve  # noqa: E402
-from solver.sources import load_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 150
@@ -195,10 +199,10 @@ def make_plan(stages: int) -> Plan:
     """A tiny-llama plan with exactly ``stages`` stages: the smallest capacity (in 5% steps
     from an even split) that ``stages`` devices can hold."""
     graph = load_model("tiny-llama", WORKLOAD).graph
-    total = Problem.from_graph(graph, 2**40, 1).stage_memory(0, len(graph.layers()))
+    total = problem_from_graph(graph, 2**40, 1).stage_memory(0, len(graph.layers()))
     capacity = -(-total // stages)
     while True:
-        problem = Problem.from_graph(graph, capacity, stages)
+        problem = problem_from_graph(graph, capacity, stages)
         part = solve(problem, "dp")
         if part.status.value != "infeasible":
             break
@@ -231,7 +235,7 @@ def test_checks_name_both_values(plans: dict[str, Path]) -> None:
         prepare_run(wrong, 2)
     with pytest.raises(InvalidInputError, match=r"stage 0 memory: .* more than the 1000 bytes"):
         check_stage_memory(plan.stages[0], 1000, "a small device")
-    with pytest.raises(InvalidInputError, match="--microbatches: 3 does not divide"):
+    with pytest.raises(InvalidInputError, match="microbatches: 3 does not divide"):
         prepare_run(plan, 2, microbatches=3)
     int4 = dataclasses.replace(plan, workload={**plan.workload, "weight_dtype": "int4"})
     with pytest.raises(InvalidInputError, match="'int4' is not runnable"):
@@ -320,56 +324,55 @@ def test_a_failing_rank_stops_every_rank(plans: dict[str, Path]) -> None:
 
 
 # ----- commands -----------------------------------------------------------------------------
-def command(module: object, argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="cachepart")
-    sub = parser.add_subparsers(dest="command", required=True)
-    module.register(sub)  # type: ignore[attr-defined]
-    return parser.parse_args(argv)
-
-
 def test_profile_writes_the_model_layers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) \
         -> None:
     out = tmp_path / "profile.json"
-    args = command(profile_cmd, ["profile", "tiny-llama", "--batch", "2", "--seq", "8",
-                                 "--repeats", "3", "--warmup", "1", "--torch-device", "cpu",
-                                 "-o", str(out)])
-    assert args.handler(args) == 0
+    assert cachepart(["profile", "tiny-llama", "--batch", "2", "--seq", "8", "--repeats", "3",
+                      "--warmup", "1", "--torch-device", "cpu", "-o", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["schema"] == "cachepart-profile/1" and doc["model"] == "tiny-llama"
     assert [layer["name"] for layer in doc["layers"]] == layer_names(SPECS["tiny-llama"])
     assert all(layer["latency_s"] > 0 and layer["repeats"] == 3 for layer in doc["layers"])
     assert doc["workload"] == {"batch": 2, "seq_len": 8, "phase": "prefill", "dtype": "fp32"}
     assert "profile written" in capsys.readouterr().out
-    profile_io = pytest.importorskip("solver.profile_io")  # the planner reads it back
-    assert profile_io.load_profile(out).latencies().keys() == set(layer_names(SPECS["tiny-llama"]))
+    from solver import load_profile  # the planner reads it back
+
+    assert load_profile(out).latencies().keys() == set(layer_names(SPECS["tiny-llama"]))
 
 
 def test_profile_refuses_a_non_decoder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) \
         -> None:
-    args = command(profile_cmd, ["profile", "resnet50", "-o", str(tmp_path / "p.json")])
-    assert args.handler(args) == 2
+    assert cachepart(["profile", "resnet50", "-o", str(tmp_path / "p.json")]) == 2
     assert capsys.readouterr().err.startswith("cachepart: error: MODEL 'resnet50'")
 
 
 def test_run_command_refuses_before_launching(plans: dict[str, Path],
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    args = command(run_cmd, ["run", str(plans["plan2"]), "--nproc", "3"])
-    assert args.handler(args) == 2
+    assert cachepart(["run", str(plans["plan2"]), "--nproc", "3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cachepart: error: world size: 3") and err.count("\n") == 1
-    args = command(run_cmd, ["run", str(plans["wrong"])])
-    assert args.handler(args) == 2
+    assert cachepart(["run", str(plans["wrong"])]) == 2
     assert "model fingerprint" in capsys.readouterr().err
 
 
+def _run_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    run_cmd.add_run_options(parser)
+    return parser.parse_args(argv)
+
+
 def test_run_command_line(plans: dict[str, Path]) -> None:
-    args = command(run_cmd, ["run", str(plans["plan2"]), "--verify", "--steps", "2",
-                             "--report", "r.json", "--pin-l2"])
-    cmd = run_cmd.launch_command(2, run_cmd._runner_args(args))
+    options = run_cmd.run_options(_run_args([str(plans["plan2"]), "--verify", "--steps", "2",
+                                             "--report", "r.json", "--pin-l2"]))
+    cmd = run_cmd.launch_command(2, run_cmd.runner_argv(options))
     assert cmd[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         "-m"]
-    assert cmd[7:] == ["solver.runner", str(plans["plan2"]), "--steps", "2", "--report",
-                       "r.json", "--verify", "--pin-l2"]
+    assert cmd[7:] == ["solver.runner", str(plans["plan2"]), "--steps", "2", "--verify",
+                       "--report", "r.json", "--pin-l2"]
+    # the runner parses what the launcher writes back into the same options
+    from solver.cli.worker import parser as runner_parser
+
+    assert run_cmd.run_options(runner_parser().parse_args(cmd[8:])) == options
 
 
 def test_run_command_runs_a_split_user_module(tmp_path: Path,
@@ -380,16 +383,15 @@ def test_run_command_runs_a_split_user_module(tmp_path: Path,
     path.write_text(USER_MODULE)
     source = f"{path}:build"
     graph = load_model(source, WORKLOAD, input_shape=(4, 16), input_dtype="long").graph
-    problem = Problem.from_graph(graph, 12_000, 2)
+    problem = problem_from_graph(graph, 12_000, 2)
     plan = build_plan(graph, problem, solve(problem, "dp"), device="h100-sxm", source=source)
     assert [st.layers for st in plan.stages] == [("embed", "layers.0", "layers.1"),
                                                  ("layers.2", "head")]
     plan.save(tmp_path / "plan.json")
     report = tmp_path / "r.json"
-    args = command(run_cmd, ["run", str(tmp_path / "plan.json"), "--verify", "--steps", "1",
-                             "--input-shape", "4,16", "--input-dtype", "long",
-                             "--report", str(report)])
-    assert args.handler(args) == 0, capfd.readouterr()
+    assert cachepart(["run", str(tmp_path / "plan.json"), "--verify", "--steps", "1",
+                      "--input-shape", "4,16", "--input-dtype", "long",
+                      "--report", str(report)]) == 0, capfd.readouterr()
     doc = json.loads(report.read_text())
     assert doc["verify"]["passed"] and doc["stages"][1]["layers"] == ["layers.2", "head"]
 
@@ -409,10 +411,11 @@ def no_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--microbatches", "0"], "--microbatches: must be >= 1, got 0"),
     (["--microbatches", "-2"], "--microbatches: must be >= 1, got -2"),
     (["--nproc", "0"], "--nproc: must be >= 1, got 0"),
-    (["--report", "{tmp}"], "--report {tmp}: cannot write (is a directory)"),
+    (["--report", "{tmp}"], "--report: {tmp}: cannot write (is a directory)"),
     (["--report", "{tmp}/no/such/r.json"],
-     "--report {tmp}/no/such/r.json: cannot write (no directory '{tmp}/no/such')"),
-    (["--torch-device", "cuda"], "--torch-device cuda: no CUDA device is visible"),
+     "--report: {tmp}/no/such/r.json: cannot write (no directory '{tmp}/no/such')"),
+    (["--torch-device", "cuda"], "--torch-device: cuda: no CUDA device is visible"),
+    (["--timeout", "0"], "--timeout: must be > 0 seconds, got 0"),
 ])
 def test_run_command_refuses_bad_options_before_launching(
         plans: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -420,19 +423,15 @@ def test_run_command_refuses_bad_options_before_launching(
         -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
     argv = [o.format(tmp=tmp_path) for o in options]
-    args = command(run_cmd, ["run", str(plans["plan2"]), *argv])
-    assert args.handler(args) == 2
+    assert cachepart(["run", str(plans["plan2"]), *argv]) == 2
     err = capsys.readouterr().err
     assert err == f"cachepart: error: {message.format(tmp=tmp_path)}\n"
     assert not list(tmp_path.iterdir())  # the report check creates nothing
 
 
 def test_run_command_passes_torch_device_by_its_name(plans: dict[str, Path]) -> None:
-    args = command(run_cmd, ["run", str(plans["plan2"]), "--torch-device", "cpu"])
-    assert run_cmd._runner_args(args)[1:] == ["--torch-device", "cpu"]
-    runner = pytest.importorskip("solver.runner.__main__")
-    for flag in ("--torch-device", "--device"):  # the runner's old name still parses
-        assert runner.parser().parse_args(["p.json", flag, "cuda"]).torch_device == "cuda"
+    options = run_cmd.run_options(_run_args([str(plans["plan2"]), "--torch-device", "cpu"]))
+    assert run_cmd.runner_argv(options)[1:] == ["--torch-device", "cpu"]
 
 
 @pytest.fixture
@@ -449,15 +448,14 @@ def rank0_of_2(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--warmup", "-1"], "--warmup: must be >= 0, got -1"),
     (["--microbatches", "0"], "--microbatches: must be >= 1, got 0"),
     (["--timeout", "0"], "--timeout: must be > 0 seconds, got 0"),
-    (["--report", "{tmp}"], "--report {tmp}: cannot write (is a directory)"),
-    (["--torch-device", "cuda"], "--torch-device cuda: no CUDA device is visible"),
-    (["--device", "cuda"], "--torch-device cuda: no CUDA device is visible"),
+    (["--report", "{tmp}"], "--report: {tmp}: cannot write (is a directory)"),
+    (["--torch-device", "cuda"], "--torch-device: cuda: no CUDA device is visible"),
 ])
 def test_runner_refuses_bad_options_in_one_line(
         plans: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch, rank0_of_2: None, options: list[str], message: str) \
         -> None:
-    from solver.runner.__main__ import main
+    from solver.cli.worker import main
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.distributed, "init_process_group", None)  # never reached
@@ -472,8 +470,7 @@ def test_profile_refuses_a_chain_or_plan_json(plans: dict[str, Path], tmp_path: 
     chain = REPO / "examples" / "paper-dense-16l.chain.json"
     for model, what in ((chain, "a chain JSON (layer sizes and times, no architecture"),
                         (plans["plan2"], "a plan JSON (its model: 'tiny-llama'), not a model")):
-        args = command(profile_cmd, ["profile", str(model), "-o", str(tmp_path / "p.json")])
-        assert args.handler(args) == 2
+        assert cachepart(["profile", str(model), "-o", str(tmp_path / "p.json")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"cachepart: error: MODEL {str(model)!r}: {what}")
         assert "a zoo decoder, a spec YAML or an HF config.json" in err
@@ -488,8 +485,6 @@ def test_profile_refuses_an_unwritable_output_before_timing(
     monkeypatch.setattr(profiling, "profile_layers", None)  # timing would fail the test
     for out, why in ((tmp_path, "is a directory"),
                      (tmp_path / "none" / "p.json", f"no directory '{tmp_path / 'none'}'")):
-        args = command(profile_cmd, ["profile", "tiny-llama", "--torch-device", "cpu",
-                                     "-o", str(out)])
-        assert args.handler(args) == 2
-        assert capsys.readouterr().err == f"cachepart: error: --output {out}: cannot write " \
+        assert cachepart(["profile", "tiny-llama", "--torch-device", "cpu", "-o", str(out)]) == 2
+        assert capsys.readouterr().err == f"cachepart: error: --output: {out}: cannot write " \
                                           f"({why})\n"

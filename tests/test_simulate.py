@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -12,13 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver.chain import chain_from_dict
-from solver.commands.simulate import register
-from solver.errors import InvalidInputError
-from solver.plan import Plan, build_plan
-from solver.problem import Problem
-from solver.simulate import SimResult, simulate, simulate_plan
-from solver.solve import solve
+from solver import (
+    InvalidInputError,
+    Plan,
+    SimResult,
+    build_plan,
+    chain_from_dict,
+    problem_from_graph,
+    simulate,
+    simulate_plan,
+    solve,
+)
+from solver.cli import main
 
 from .test_inputs import CHAIN
 
@@ -132,7 +136,7 @@ def test_bad_input(kwargs: dict, field: str) -> None:
 
 def _plan(workload: dict | None = WORKLOAD) -> Plan:
     graph = chain_from_dict(CHAIN)
-    problem = Problem.from_graph(graph, capacity_bytes=300_000_000, max_stages=3)
+    problem = problem_from_graph(graph, capacity_bytes=300_000_000, max_stages=3)
     return build_plan(graph, problem, solve(problem, "dp"), workload=workload)
 
 
@@ -177,15 +181,8 @@ def test_simulate_plan_bad_workload(workload: dict, field: str) -> None:
         simulate_plan(_plan(workload))
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cachepart")
-    register(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    args = _parser().parse_args(argv)
-    code = args.handler(args)
+    code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -215,6 +212,6 @@ def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     good = tmp_path / "plan.json"
     _plan().save(good)
     code, _, err = _cli(["simulate", str(good), "--decode-steps", "3"], capsys)
-    assert code == 2 and "decode_steps" in err
+    assert code == 2 and "--decode-steps: must be 1 in the prefill phase" in err
     code, _, err = _cli(["simulate", str(tmp_path / "missing.json")], capsys)
     assert code == 2 and "cannot read" in err

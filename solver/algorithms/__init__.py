@@ -1,34 +1,38 @@
-"""Partitioning methods, registered by name. Each sees a Problem and returns a Partition."""
+"""Partitioning methods, registered by name with the extensions each solves. Each sees a
+Problem and returns a Partition; ``solve`` is the one entry point that runs them.
+
+Importing this package loads neither a solver backend (ortools, pulp) nor pandas, networkx or
+torch: the ILP backends import their solver when they run.
+"""
 
 from __future__ import annotations
 
 from .base import DEFAULT_TIME_LIMIT_S, Method, ProgressEvent, SolveOptions
-from .baselines import solve_params, solve_uniform
-from .dp import solve_dp
-from .greedy import solve_greedy
-from .ilp import ILP_BACKENDS, solve_ilp
-from .parametric import solve_parametric
+from .dp import DP_MAX_LAYERS, dp_bottleneck, tp_dp
+from .greedy import greedy_bounds
+from .ilp import DEFAULT_BACKEND, ILP_BACKENDS, IlpBackend, get_backend
+from .parametric import minmax_partition, optimal_bottleneck
+from .registry import AUTO, METHODS, choose, get_method
+from .solve import solve
 
 __all__ = [
+    "AUTO",
+    "DEFAULT_BACKEND",
     "DEFAULT_TIME_LIMIT_S",
+    "DP_MAX_LAYERS",
     "ILP_BACKENDS",
     "METHODS",
+    "IlpBackend",
     "Method",
     "ProgressEvent",
     "SolveOptions",
+    "choose",
+    "dp_bottleneck",
+    "get_backend",
+    "get_method",
+    "greedy_bounds",
+    "minmax_partition",
+    "optimal_bottleneck",
+    "solve",
+    "tp_dp",
 ]
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("ilp", solve_ilp, True,
-               "segment ILP minimising the slowest stage (CP-SAT, or HiGHS/CBC through PuLP)"),
-        Method("dp", solve_dp, True, "exact dynamic program, O(n^2 K)"),
-        Method("parametric", solve_parametric, True,
-               "exact parametric search over the bottleneck, O(n log n) per probe"),
-        Method("greedy", solve_greedy, False,
-               "the paper's greedy aggregation: fill a device until the next layer won't fit"),
-        Method("uniform", solve_uniform, False, "equal layer counts per device"),
-        Method("params", solve_params, False, "stages balanced by weight bytes"),
-    )
-}

@@ -6,9 +6,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import InvalidInputError
-from ..partition import Partition
-from ..problem import Problem
+from ..core.errors import InvalidInputError
+from ..core.extensions import Extension
+from ..core.partition import Partition
+from ..core.problem import Problem
 
 __all__ = ["DEFAULT_TIME_LIMIT_S", "Method", "ProgressEvent", "SolveOptions"]
 
@@ -35,21 +36,25 @@ class SolveOptions:
     workers: int = 2
     seed: int = 0
     hint: tuple[int, ...] | None = None
-    """A feasible partition to warm-start from; the ILP computes one itself when absent."""
+    """A feasible partition of the canonical problem to warm-start the ILP from; the ILP
+    computes one itself when absent."""
     use_hint: bool = True
-    """Without ``hint``, whether the ILP warm-starts from the parametric method's plan."""
+    """Without ``hint``, whether the ILP warm-starts from an exact method's plan."""
     progress: Callable[[ProgressEvent], None] | None = None
 
     def __post_init__(self) -> None:
         # Checked here, once, so every caller (CLI, batch, paper, library) gets the same errors.
         t = self.time_limit_s
         if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
-            raise InvalidInputError(f"--time-limit: must be a finite number of seconds > 0, got {t!r}")
+            raise InvalidInputError(f"must be a finite number of seconds > 0, got {t!r}",
+                                    field="time_limit_s")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise InvalidInputError(f"--workers: must be a whole number >= 1, got {self.workers!r}")
+            raise InvalidInputError(f"must be a whole number >= 1, got {self.workers!r}",
+                                    field="workers")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or \
                 not 0 <= self.seed < 2**31:
-            raise InvalidInputError(f"--seed: must be a whole number in 0..2^31-1, got {self.seed!r}")
+            raise InvalidInputError(f"must be a whole number in 0..2^31-1, got {self.seed!r}",
+                                    field="seed")
 
     def report(self, method: str, elapsed: float, objective: float | None,
                bound: float | None) -> None:
@@ -59,9 +64,18 @@ class SolveOptions:
 
 @dataclass(frozen=True)
 class Method:
-    """A registered partitioning method."""
+    """A registered partitioning method and the extensions it solves."""
 
     name: str
     solve: Callable[[Problem, SolveOptions], Partition]
     exact: bool
+    """Returns a proven optimum (within its time limit, for the ILP)."""
     summary: str
+    supports: frozenset[Extension] = frozenset()
+
+    def refusal(self, problem: Problem) -> str | None:
+        """Why this method cannot solve ``problem`` (an extension it does not support), or None."""
+        missing = sorted(problem.extensions - self.supports)
+        if not missing:
+            return None
+        return f"method {self.name!r} does not support {', '.join(map(str, missing))}"

@@ -6,10 +6,10 @@ import itertools
 
 import numpy as np
 
-from ..feasibility import lower_bound
-from ..partition import Partition
-from ..problem import Problem
-from ..status import Status
+from ..core.feasibility import lower_bound
+from ..core.partition import Partition
+from ..core.problem import Problem
+from ..core.status import Status
 from .base import SolveOptions
 from .parametric import minmax_partition
 

@@ -1,11 +1,15 @@
-"""Exact dynamic program over (stages used, boundary position), vectorised with numpy.
+"""Exact dynamic programs over (devices used, boundary position), vectorised with numpy.
 
-f_k[e] = the best bottleneck covering layers [0, e) with at most k stages
-       = min(f_{k-1}[e], min over s < e of max(f_{k-1}[s], T(s, e))),
+Canonical: f_k[e] = the best bottleneck covering layers [0, e) with at most k stages
+         = min(f_{k-1}[e], min over s < e of max(f_{k-1}[s], T(s, e))),
 where T(s, e) is +inf for a stage that does not fit. O(n^2 K) time, O(n^2) memory for the
 stage-time matrix (so it is limited to n <= DP_MAX_LAYERS; the parametric method has no such
 limit). Iteration stops early once f stops changing, since the recurrence is then at a fixed
 point.
+
+Tensor parallelism: f[d][e] = the best bottleneck covering [0, e) with at most d devices; each
+stage picks its start s and its degree t, using t devices: f[d][e] = min(f[d-1][e],
+min over s, t of max(f[d-t][s], T_t(s, e))).
 """
 
 from __future__ import annotations
@@ -14,35 +18,31 @@ import time
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..feasibility import canonical_partition, lower_bound
-from ..partition import Partition
-from ..problem import Problem
-from ..status import Status
+from ..core.errors import InvalidInputError
+from ..core.extensions import stage_time_matrix
+from ..core.feasibility import canonical_partition, lower_bound, tp_infeasible_reason
+from ..core.partition import Partition
+from ..core.problem import Problem
+from ..core.status import Status
 from .base import SolveOptions
 
-__all__ = ["DP_MAX_LAYERS", "dp_bottleneck", "solve_dp"]
+__all__ = ["DP_MAX_LAYERS", "dp_bottleneck", "solve_dp", "tp_dp"]
 
 DP_MAX_LAYERS = 4000
 
 
-def _stage_time_matrix(problem: Problem) -> np.ndarray:
-    """T[s, e] for 0 <= s < n, 0 <= e <= n; +inf where [s, e) is empty or does not fit."""
-    n = problem.n
-    pre, x = problem.prefix_latency, problem.transfer_s
-    times = (pre[None, :] - pre[:n, None]) + x[:, None]
-    ends = np.arange(n + 1)[None, :]
-    valid = (ends > np.arange(n)[:, None]) & (ends <= problem.capacity_reach[:, None])
-    return np.where(valid, times, np.inf)
+def _check_size(problem: Problem) -> None:
+    if problem.n > DP_MAX_LAYERS:
+        raise InvalidInputError(f"dp: {problem.n} layers is more than the {DP_MAX_LAYERS} its "
+                                "O(n^2) table allows; use the parametric method", field="method")
 
 
 def dp_bottleneck(problem: Problem) -> tuple[float, tuple[int, ...] | None]:
-    """The optimal bottleneck and the DP's own partition (None if infeasible)."""
+    """The optimal bottleneck of the canonical problem and the DP's own partition (None if
+    infeasible)."""
+    _check_size(problem)
     n = problem.n
-    if n > DP_MAX_LAYERS:
-        raise InvalidInputError(f"dp: {n} layers is more than the {DP_MAX_LAYERS} its O(n^2) table "
-                                "allows; use --method parametric")
-    times = _stage_time_matrix(problem)
+    times = stage_time_matrix(problem)
     f = np.full(n + 1, np.inf)
     f[0] = 0.0
     choices: list[np.ndarray] = []
@@ -70,8 +70,62 @@ def dp_bottleneck(problem: Problem) -> tuple[float, tuple[int, ...] | None]:
     return float(f[n]), tuple(reversed(bounds))
 
 
+def tp_dp(problem: Problem) -> tuple[float, tuple[int, ...], tuple[int, ...]] | None:
+    """The exact tensor-parallel optimum: (bottleneck, bounds, degree per stage), or None when
+    no plan fits K devices."""
+    _check_size(problem)
+    tp = problem.tensor_parallel
+    if tp is None:
+        raise InvalidInputError("the problem has no tensor-parallel extension",
+                                field="tensor_parallel")
+    n, k = problem.n, problem.max_stages
+    mats = {t: stage_time_matrix(problem, t) for t in tp.degrees if t <= k}
+    f = np.full((k + 1, n + 1), np.inf)
+    f[:, 0] = 0.0
+    arg_s = np.full((k + 1, n + 1), -1, dtype=np.int64)
+    arg_t = np.zeros((k + 1, n + 1), dtype=np.int64)
+    for d in range(1, k + 1):
+        best = f[d - 1].copy()
+        for t, mat in mats.items():
+            if t > d:
+                continue
+            cost = np.maximum(f[d - t][:n, None], mat)
+            s_best = np.argmin(cost, axis=0)
+            value = cost[s_best, np.arange(n + 1)]
+            better = value < best
+            best = np.where(better, value, best)
+            arg_s[d] = np.where(better, s_best, arg_s[d])
+            arg_t[d] = np.where(better, t, arg_t[d])
+        f[d] = best
+        f[d, 0] = 0.0
+    if not np.isfinite(f[k, n]):
+        return None
+    bounds, degrees = [n], []
+    d, e = k, n
+    while e > 0:
+        while arg_s[d, e] < 0:  # f[d][e] came from f[d-1][e]
+            d -= 1
+        s, t = int(arg_s[d, e]), int(arg_t[d, e])
+        bounds.append(s)
+        degrees.append(t)
+        d, e = d - t, s
+    return float(f[k, n]), tuple(reversed(bounds)), tuple(reversed(degrees))
+
+
+def _solve_tp(problem: Problem, options: SolveOptions, t0: float) -> Partition:
+    found = tp_dp(problem)
+    if found is None:
+        return Partition((), Status.INFEASIBLE, None, None, "dp",
+                         diagnosis=tp_infeasible_reason(problem))
+    z, bounds, degrees = found
+    options.report("dp", time.perf_counter() - t0, z, z)
+    return Partition(bounds, Status.OPTIMAL, z, z, "dp", tp_degrees=degrees)
+
+
 def solve_dp(problem: Problem, options: SolveOptions) -> Partition:
     t0 = time.perf_counter()
+    if problem.tensor_parallel is not None:
+        return _solve_tp(problem, options, t0)
     z, own = dp_bottleneck(problem)
     lb = lower_bound(problem)
     if own is None:

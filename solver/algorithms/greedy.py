@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..feasibility import lower_bound
-from ..partition import Partition
-from ..problem import Problem
-from ..status import Status
+from ..core.feasibility import lower_bound
+from ..core.partition import Partition
+from ..core.problem import Problem
+from ..core.status import Status
 from .base import SolveOptions
 
 __all__ = ["greedy_bounds", "solve_greedy"]

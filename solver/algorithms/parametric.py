@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from ..feasibility import canonical_partition, fewest_stages, lower_bound, reach_under
-from ..partition import Partition
-from ..problem import Problem
-from ..status import Status
+from ..core.feasibility import canonical_partition, fewest_stages, lower_bound, reach_under
+from ..core.partition import Partition
+from ..core.problem import Problem
+from ..core.status import Status
 from .base import SolveOptions
 
 __all__ = ["minmax_partition", "optimal_bottleneck", "solve_parametric"]

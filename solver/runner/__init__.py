@@ -1,28 +1,30 @@
 """The runner: executes a plan with torch.distributed.pipelining, one stage per rank.
 
-Launch it with torchrun (``python -m solver.runner plan.json``, see __main__.py) or through
-``cachepart run``. This package's import needs no torch: the checks (validate.py) and the report
-(report.py) are plain Python; pipeline.py and l2.py import torch and are loaded by the runner.
+Launch it with torchrun (``python -m solver.runner plan.json``, solver/cli/worker.py) or through
+``cachepart run``. Modules: options.py (what a run is asked to do), validate.py (the checks
+before any rank runs), worker.py (one rank's run), pipeline.py and l2.py (torch), report.py.
+Names load on first use: importing the package needs neither torch nor the planner.
 """
 
 from __future__ import annotations
 
-from .report import REPORT_SCHEMA, RunReport, StageResult, Verify, format_report, predict
-from .validate import (
-    RUNNABLE_DTYPES,
-    TP_DEGREE,
-    RunSetup,
-    check_fingerprint,
-    check_stage_memory,
-    check_world_size,
-    plan_workload,
-    prepare_run,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "RunOptions": "options",
+    "REPORT_SCHEMA": "report", "RunReport": "report", "StageResult": "report", "Verify": "report",
+    "format_report": "report", "predict": "report",
+    "RUNNABLE_DTYPES": "validate", "TP_DEGREE": "validate", "RunSetup": "validate",
+    "check_fingerprint": "validate", "check_stage_memory": "validate",
+    "check_world_size": "validate", "plan_workload": "validate", "prepare_run": "validate",
+}
 
 __all__ = [
     "REPORT_SCHEMA",
     "RUNNABLE_DTYPES",
     "TP_DEGREE",
+    "RunOptions",
     "RunReport",
     "RunSetup",
     "StageResult",
@@ -35,3 +37,27 @@ __all__ = [
     "predict",
     "prepare_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'solver.runner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"solver.runner.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from .options import RunOptions
+    from .report import REPORT_SCHEMA, RunReport, StageResult, Verify, format_report, predict
+    from .validate import (
+        RUNNABLE_DTYPES,
+        TP_DEGREE,
+        RunSetup,
+        check_fingerprint,
+        check_stage_memory,
+        check_world_size,
+        plan_workload,
+        prepare_run,
+    )

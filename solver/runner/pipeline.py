@@ -22,8 +22,8 @@ from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
 from models.torch_ref import build_chain, build_module_chain, build_module_reference, layer_names
 
-from ..errors import InvalidInputError
-from ..plan import StagePlan
+from ..core.errors import InvalidInputError
+from ..plan.types import StagePlan
 from .report import Verify
 from .validate import RunSetup, available_ram_bytes
 
@@ -58,7 +58,7 @@ _RTOL = {"fp32": 1e-5, "bf16": 3e-2, "fp16": 5e-3}
 def select_device(choice: str, local_rank: int) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise InvalidInputError("--device cuda: no CUDA device is visible")
+            raise InvalidInputError("cuda: no CUDA device is visible", field="torch_device")
         index = local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)
         return torch.device("cuda", index)

@@ -22,9 +22,7 @@ from models.transformer import TransformerSpec
 
 from .pipeline import TORCH_DTYPES
 
-__all__ = ["PROFILE_SCHEMA", "LayerTiming", "device_name", "profile_layers"]
-
-PROFILE_SCHEMA = "cachepart-profile/1"
+__all__ = ["LayerTiming", "device_name", "profile_layers"]
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..plan import Plan
+from ..plan.simulate import simulate_plan
+from ..plan.types import Plan
 
 __all__ = ["REPORT_SCHEMA", "RunReport", "StageResult", "Verify", "format_report", "predict"]
 
@@ -75,38 +75,16 @@ class RunReport:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
-def _field(result: Any, *names: str) -> Any:
-    for name in names:
-        value = result.get(name) if isinstance(result, dict) else getattr(result, name, None)
-        if value is not None:
-            return value
-    return None
-
-
 def predict(plan: Plan, microbatches: int) -> dict[str, Any]:
-    """What the plan predicts for ``microbatches`` micro-batches: solver.simulate's
-    tokens_per_s and makespan when that module is there, else the plan's own numbers with the
-    GPipe forward closed form (sum of stage times + (M - 1) x the slowest)."""
-    times = [st.latency_s for st in plan.stages]
-    out: dict[str, Any] = {
-        "stage_latency_s": times,
+    """What the plan predicts for ``microbatches`` micro-batches, by the GPipe simulator."""
+    result = simulate_plan(plan, microbatches)
+    return {
+        "stage_latency_s": [st.latency_s for st in plan.stages],
         "steady_tokens_per_s": plan.predicted.get("tokens_per_s"),
+        "source": "simulator",
+        "tokens_per_s": result.tokens_per_s,
+        "makespan_s": result.makespan_s,
     }
-    try:
-        simulate = importlib.import_module("solver.simulate")
-    except ModuleNotFoundError as exc:
-        if exc.name != "solver.simulate":
-            raise
-        simulate = None
-    if simulate is not None and hasattr(simulate, "simulate_plan"):
-        result = simulate.simulate_plan(plan, microbatches)
-        out.update(source="solver.simulate",
-                   tokens_per_s=_field(result, "tokens_per_s"),
-                   makespan_s=_field(result, "makespan", "makespan_s"))
-        return out
-    out.update(source="plan", tokens_per_s=plan.predicted.get("tokens_per_s"),
-               makespan_s=sum(times) + (microbatches - 1) * max(times))
-    return out
 
 
 def median(values: list[float]) -> float:

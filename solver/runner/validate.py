@@ -11,10 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInputError
-from ..footprint import Workload
-from ..plan import Plan, StagePlan, fingerprint
-from ..sources import LoadedModel, load_model
+from ..core.errors import InvalidInputError
+from ..frontend.sources import LoadedModel, load_model
+from ..hardware.footprint import Workload
+from ..plan.build import fingerprint
+from ..plan.types import Plan, StagePlan
 
 __all__ = [
     "RUNNABLE_DTYPES",
@@ -23,6 +24,7 @@ __all__ = [
     "available_ram_bytes",
     "check_fingerprint",
     "check_stage_memory",
+    "check_torch_device",
     "check_world_size",
     "plan_workload",
     "prepare_run",
@@ -63,22 +65,23 @@ def plan_workload(plan: Plan) -> Workload:
 
 
 def runtime_dtype(workload: Workload, override: str | None = None) -> str:
-    """The dtype the stages run in: --dtype, else the plan's (weights and activations agree)."""
+    """The dtype the stages run in: ``override``, else the plan's (weights and activations
+    agree)."""
     if override is not None:
         if override not in RUNNABLE_DTYPES:
-            raise InvalidInputError(f"--dtype: expected one of {', '.join(RUNNABLE_DTYPES)}, "
-                                    f"got {override!r}")
+            raise InvalidInputError(f"expected one of {', '.join(RUNNABLE_DTYPES)}, got "
+                                    f"{override!r}", field="dtype")
         return override
     for name in ("weight_dtype", "activation_dtype"):
         value = getattr(workload, name)
         if value not in RUNNABLE_DTYPES:
             raise InvalidInputError(f"plan workload.{name}: {value!r} is not runnable by the "
                                     f"torch reference (runs {', '.join(RUNNABLE_DTYPES)}); "
-                                    "pass --dtype to run it in one of those")
+                                    "give a run dtype to run it in one of those", field="dtype")
     if workload.weight_dtype != workload.activation_dtype:
         raise InvalidInputError(f"plan workload: weight_dtype {workload.weight_dtype!r} and "
-                                f"activation_dtype {workload.activation_dtype!r} differ; pass "
-                                "--dtype to run both in one")
+                                f"activation_dtype {workload.activation_dtype!r} differ; give "
+                                "a run dtype to run both in one", field="dtype")
     return workload.activation_dtype
 
 
@@ -88,7 +91,7 @@ def check_world_size(plan: Plan, world_size: int) -> None:
         st = plan.stages[wide[0]]
         raise InvalidInputError(
             f"stages/{st.index}/tp_degree: {st.tp_degree}, but the runner executes "
-            f"tensor-parallel degree {TP_DEGREE} only (plan with --tp 1 to run it)")
+            f"tensor-parallel degree {TP_DEGREE} only (plan it without tensor parallelism to run it)")
     expected = len(plan.stages) * TP_DEGREE
     if world_size != expected:
         raise InvalidInputError(
@@ -120,6 +123,15 @@ def check_fingerprint(plan: Plan, workload: Workload, *, input_shape: tuple[int,
     return loaded
 
 
+def check_torch_device(choice: str) -> None:
+    """'cuda' needs a visible CUDA device (imports torch only then)."""
+    if choice == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidInputError("cuda: no CUDA device is visible", field="torch_device")
+
+
 def available_ram_bytes() -> int:
     """MemAvailable from /proc/meminfo (Linux); the free pages elsewhere."""
     try:
@@ -143,15 +155,16 @@ def _input(setup_kind: str, workload: Workload, input_shape: tuple[int, ...] | N
            input_dtype: str | None, microbatches: int) -> tuple[tuple[int, ...], str | None]:
     if setup_kind == "torch":
         if input_shape is None:
-            raise InvalidInputError("--input-shape: the plan's model is a torch module factory; "
-                                    "give the input shape it was planned with (for example 8,128)")
+            raise InvalidInputError("the plan's model is a torch module factory; give the input "
+                                    "shape it was planned with (for example 8,128)",
+                                    field="input_shape")
         batch = input_shape[0]
     else:
         input_shape = (workload.batch, workload.seq_len)
         batch = workload.batch
     if microbatches < 1 or batch % microbatches:
-        raise InvalidInputError(f"--microbatches: {microbatches} does not divide the batch of "
-                                f"{batch} sequences")
+        raise InvalidInputError(f"{microbatches} does not divide the batch of {batch} sequences",
+                                field="microbatches")
     return input_shape, input_dtype
 
 

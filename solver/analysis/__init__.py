@@ -1,0 +1,26 @@
+"""Research on top of plans: every method side by side, batch sweeps, the capacity frontier,
+plots. (pandas and matplotlib load here, not in the planning path.)"""
+
+from __future__ import annotations
+
+from .batch import RESULT_COLUMNS, Sweep, SweepTask, load_sweep, run_sweep
+from .compare import COMPARE_COLUMNS, compare, compare_table
+from .frontier import FrontierPoint, devices_needed, frontier_table
+from .plots import plot_devices_needed, plot_plan, plot_solve_times
+
+__all__ = [
+    "COMPARE_COLUMNS",
+    "RESULT_COLUMNS",
+    "FrontierPoint",
+    "Sweep",
+    "SweepTask",
+    "compare",
+    "compare_table",
+    "devices_needed",
+    "frontier_table",
+    "load_sweep",
+    "plot_devices_needed",
+    "plot_plan",
+    "plot_solve_times",
+    "run_sweep",
+]

@@ -1,0 +1,63 @@
+"""Run every method on one problem and tabulate the answers side by side."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ..algorithms import ILP_BACKENDS, METHODS, SolveOptions, solve
+from ..core.errors import SolverError
+from ..core.partition import Partition
+from ..core.problem import Problem
+from ..core.status import Status
+
+__all__ = ["COMPARE_COLUMNS", "compare", "compare_table"]
+
+COMPARE_COLUMNS = ["method", "stages", "max_stage_latency_s", "ratio_to_best",
+                   "min_headroom_bytes", "status", "gap", "solve_s", "note"]
+
+
+def compare(problem: Problem, methods: Sequence[str] | None = None,
+            options: SolveOptions | None = None) -> list[tuple[str, Partition]]:
+    """Solve with each method (the ILP once per installed backend); labelled answers."""
+    options = options or SolveOptions()
+    answers: list[tuple[str, Partition]] = []
+    for name in methods or list(METHODS):
+        if name == "ilp":
+            for backend, spec in ILP_BACKENDS.items():
+                if not spec.available():
+                    continue
+                opts = dataclasses.replace(options, backend=backend)
+                answers.append((f"ilp/{backend}", solve(problem, "ilp", opts)))
+        else:
+            answers.append((name, solve(problem, name, options)))
+    if not answers:
+        raise SolverError("no method could run (no ILP backend installed?)")
+    return answers
+
+
+def compare_table(problem: Problem, answers: list[tuple[str, Partition]]) -> pd.DataFrame:
+    """One row per answer: quality against the best found, headroom, status and solve time."""
+    feasible = [p.objective for _, p in answers if p.objective is not None]
+    best = min(feasible) if feasible else None
+    rows = []
+    for label, part in answers:
+        headroom = None
+        if part.status is not Status.INFEASIBLE:
+            headroom = min(problem.capacity_bytes - problem.stage_memory(s, e)
+                           for s, e in part.stages)
+        rows.append({
+            "method": label,
+            "stages": part.num_stages if part.status is not Status.INFEASIBLE else None,
+            "max_stage_latency_s": part.objective,
+            "ratio_to_best": (part.objective / best if part.objective is not None and best
+                              else None),
+            "min_headroom_bytes": headroom,
+            "status": part.status.value,
+            "gap": part.gap,
+            "solve_s": part.wall_s,
+            "note": part.diagnosis or "",
+        })
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)

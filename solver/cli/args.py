@@ -1,0 +1,219 @@
+"""What the sub-commands share: the parser class, model / workload / problem options, loading a
+model and building the problem from them, solve options, and live progress on stderr.
+
+Heavy modules (networkx, pandas, solver backends) are imported inside the functions that need
+them, so building the parser stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..algorithms.base import DEFAULT_TIME_LIMIT_S, ProgressEvent, SolveOptions
+from ..core.errors import InvalidInputError
+from ..core.problem import MemoryModel
+from ..core.units import parse_shape
+from ..hardware.catalogue import DEVICES, capacity_for, get_device
+from ..hardware.footprint import DTYPE_BYTES, Workload
+from .exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from ..core.problem import Problem
+    from ..frontend.sources import LoadedModel
+
+__all__ = [
+    "MODEL_HELP",
+    "SEQ_DEFAULT",
+    "Parser",
+    "Progress",
+    "add_model_args",
+    "add_problem_args",
+    "csv_items",
+    "load_from_args",
+    "options_from_args",
+    "problem_from_args",
+    "warn",
+]
+
+SEQ_DEFAULT = 2048
+MODEL_HELP = ("a zoo name (see `cachepart zoo`), a spec .yaml, a Hugging Face config.json, a chain "
+              "JSON, or a torch module factory file.py:factory / package.module:factory")
+_WORKLOAD_DEFAULTS: dict[str, Any] = {
+    "batch": None, "micro_batch": None, "seq": SEQ_DEFAULT, "phase": "prefill", "dtype": "bf16",
+    "weight_dtype": None, "attention": "fused", "granularity": "block"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(ExitCode.BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def warn(message: str) -> None:
+    print(f"cachepart: warning: {message}", file=sys.stderr)
+
+
+def csv_items(text: str, field: str) -> tuple[str, ...]:
+    """'a,b,c' -> ('a', 'b', 'c'); an empty item is an error naming ``field``."""
+    values = tuple(v.strip() for v in text.split(","))
+    if any(not v for v in values):
+        raise InvalidInputError(f"empty item in {text!r}", field=field)
+    return values
+
+
+class Progress:
+    """Prints the latest best objective and bound to stderr, once a second, after one second."""
+
+    def __init__(self, stream: TextIO, label: str, enabled: bool = True) -> None:
+        self.stream, self.label, self.enabled = stream, label, enabled
+        self.latest: ProgressEvent | None = None
+        self.start = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.latest = event
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            event, elapsed = self.latest, time.perf_counter() - self.start
+            best = "-" if event is None or event.objective is None else f"{event.objective:.6g} s"
+            bound = "-" if event is None or event.bound is None else f"{event.bound:.6g} s"
+            print(f"[{self.label} {elapsed:5.1f}s] best {best}  bound {bound}",
+                  file=self.stream, flush=True)
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    g = p.add_argument_group("workload (not used for a chain JSON, which carries its own sizes)")
+    g.add_argument("--batch", type=int, default=None,
+                   help="sequences (or images) per batch (default 1; for a torch module, the "
+                        "batch of --input-shape)")
+    g.add_argument("--micro-batch", type=int, default=None,
+                   help="sequences in flight per stage (default: the whole batch)")
+    g.add_argument("--seq", type=int, default=SEQ_DEFAULT,
+                   help="tokens per sequence; the context length when decoding (default 2048)")
+    g.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
+    g.add_argument("--dtype", choices=list(DTYPE_BYTES), default="bf16",
+                   help="weight and activation dtype (default bf16)")
+    g.add_argument("--weight-dtype", choices=list(DTYPE_BYTES), default=None,
+                   help="weight dtype when it differs from --dtype (for example int4)")
+    g.add_argument("--attention", choices=["fused", "eager"], default="fused",
+                   help="eager attention materialises the score matrix in its buffer")
+    g.add_argument("--granularity", choices=["block", "op"], default="block",
+                   help="one node per block (default) or per operator")
+    g.add_argument("--device", default="h100-sxm",
+                   help=f"device for tier capacities and latencies (default h100-sxm; "
+                        f"known: {', '.join(DEVICES)})")
+    g.add_argument("--input-shape", default=None, metavar="B,S",
+                   help="sample input shape for a torch module MODEL, for example 8,128")
+    g.add_argument("--input-dtype", default=None, choices=["float32", "bfloat16", "float16",
+                                                           "long", "int32"],
+                   help="input dtype for a torch module MODEL (default float32); long or int32 "
+                        "means token ids of shape B,S, sized per token")
+
+
+def add_problem_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--devices", "-k", type=int, required=True, metavar="K",
+                   help="devices available: the most stages a plan may use")
+    p.add_argument("--capacity", "-c", required=True, metavar="C",
+                   help="bytes per device: a count (52428800), a size with a unit (50MiB, 48MB, "
+                        "80GB), or a tier of --device: smem, l2, l2-usable, hbm")
+    p.add_argument("--memory-model", choices=[m.value for m in MemoryModel],
+                   default=MemoryModel.ADDITIVE.value,
+                   help="additive: sum of weights+activations+buffers (the paper's, default); "
+                        "peak: weights plus the largest live input+output+buffer")
+    p.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
+                   help=f"seconds each solve may take (default {DEFAULT_TIME_LIMIT_S:g}); a "
+                        "time-limited ILP answer is reported as feasible with its gap")
+    p.add_argument("--profile", metavar="FILE", default=None,
+                   help="measured per-layer latencies (cachepart profile) instead of the cost model")
+    p.add_argument("--seed", type=int, default=0, help="solver random seed (default 0)")
+    p.add_argument("--workers", type=int, default=2, help="solver threads (default 2)")
+
+
+def _workload(args: argparse.Namespace) -> Workload:
+    shape = parse_shape(args.input_shape)
+    batch = args.batch if args.batch is not None else (shape[0] if shape else 1)
+    seq = args.seq
+    if shape is not None and len(shape) >= 2 and args.seq == SEQ_DEFAULT and \
+            args.input_dtype in ("long", "int32"):
+        seq = shape[1]  # token ids (B, S): the traced sequence length
+    return Workload(batch=batch, seq_len=seq, phase=args.phase,
+                    micro_batch=args.micro_batch, weight_dtype=args.weight_dtype or args.dtype,
+                    activation_dtype=args.dtype, attention=args.attention)
+
+
+def _check_profile(profile: Any, loaded: LoadedModel, path: str) -> None:
+    """A profile measured for another model or workload would plan with the wrong times."""
+    if profile.model != loaded.graph.name:
+        raise InvalidInputError(f"{path} was measured for model {profile.model!r}, not "
+                                f"{loaded.graph.name!r}", field="profile")
+    planned = loaded.graph.metadata.get("workload") or {}
+    measured = profile.workload or {}
+    for key in ("micro_batch", "seq_len", "phase"):
+        mine = planned.get(key)
+        if key == "micro_batch":
+            theirs = measured.get("micro_batch") or measured.get("batch")
+        else:
+            theirs = measured.get(key)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise InvalidInputError(f"{path} was measured at {key} {theirs}, but this plan's "
+                                    f"workload has {key} {mine}", field="profile")
+
+
+def load_from_args(args: argparse.Namespace, tier: str | None = None) -> LoadedModel:
+    """MODEL with the workload options (and --profile, where the command has it); warnings go
+    to stderr."""
+    from ..frontend.profiles import apply_profile, load_profile
+    from ..frontend.sources import load_model
+
+    loaded = load_model(args.model, _workload(args), granularity=args.granularity,
+                        device=args.device, input_shape=parse_shape(args.input_shape),
+                        input_dtype=args.input_dtype, tier=tier)
+    if loaded.kind == "chain":
+        given = [f"--{name.replace('_', '-')}" for name, default in _WORKLOAD_DEFAULTS.items()
+                 if getattr(args, name, default) != default]
+        if given:
+            loaded.warnings.append(f"{', '.join(given)}: a chain JSON carries its own sizes and "
+                                   "times; these options do not apply to it")
+    elif loaded.kind != "torch" and args.input_shape is not None:
+        loaded.warnings.append("--input-shape applies to a torch module MODEL only; ignored")
+    if getattr(args, "profile", None):
+        profile = load_profile(args.profile)
+        _check_profile(profile, loaded, args.profile)
+        loaded.graph = apply_profile(loaded.graph, profile)
+        loaded.graph.metadata["profile"] = str(args.profile)
+    for warning in loaded.warnings:
+        warn(warning)
+    return loaded
+
+
+def problem_from_args(args: argparse.Namespace) -> tuple[LoadedModel, Problem, str | None]:
+    """The model and its canonical problem from the problem options; the capacity's tier."""
+    from ..frontend.lower import problem_from_graph
+
+    capacity, tier = capacity_for(args.capacity, get_device(args.device))
+    loaded = load_from_args(args, tier)
+    problem = problem_from_graph(loaded.graph, capacity, args.devices, args.memory_model)
+    return loaded, problem, tier
+
+
+def options_from_args(args: argparse.Namespace, **extra: Any) -> SolveOptions:
+    return SolveOptions(time_limit_s=args.time_limit, seed=args.seed, workers=args.workers,
+                        **extra)

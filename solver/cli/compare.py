@@ -1,0 +1,62 @@
+"""``cachepart compare``: every method on one problem, one table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..algorithms.registry import METHODS
+from ..core.errors import InvalidInputError
+from ..core.units import format_bytes
+from .args import Progress, add_problem_args, csv_items, options_from_args, problem_from_args
+from .exit_codes import ExitCode
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("compare", help="run every method and print one table")
+    add_problem_args(p)
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated methods (default all: {','.join(METHODS)})")
+    p.add_argument("--csv", metavar="PATH", help="also save the table as CSV")
+    p.set_defaults(handler=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ..analysis.compare import compare, compare_table
+    from ..core.status import Status
+
+    methods = csv_items(args.methods, "methods")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InvalidInputError(f"unknown method {unknown[0]!r} (known: {', '.join(METHODS)})",
+                                field="methods")
+    _, problem, _ = problem_from_args(args)
+    with Progress(sys.stderr, "compare") as progress:
+        answers = compare(problem, methods, options_from_args(args, progress=progress))
+    table = compare_table(problem, answers)
+    print(f"{problem.n} layers, {problem.max_stages} devices, capacity "
+          f"{format_bytes(problem.capacity_bytes)} ({problem.memory_model.value})")
+    shown = table.copy()
+    shown["min_headroom_bytes"] = [format_bytes(v) if pd.notna(v) else "-"
+                                   for v in shown["min_headroom_bytes"]]
+    shown = shown.rename(columns={"min_headroom_bytes": "min_headroom"})
+    with pd.option_context("display.max_colwidth", 70, "display.width", 200):
+        print(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"))
+    if args.csv:
+        try:
+            Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(args.csv, index=False)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write {args.csv} ({exc.strerror or exc})",
+                                    field="csv") from None
+        print(f"table written to {args.csv}")
+    if all(p.status is Status.INFEASIBLE for _, p in answers):
+        print(f"cachepart: infeasible: {answers[0][1].diagnosis}", file=sys.stderr)
+        return ExitCode.INFEASIBLE
+    return ExitCode.OK

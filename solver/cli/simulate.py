@@ -1,0 +1,85 @@
+"""``cachepart simulate PLAN``: run a plan through the GPipe forward simulator and report it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+from ..core.errors import InvalidInputError
+from .exit_codes import ExitCode
+from .tables import format_table
+
+if TYPE_CHECKING:
+    from ..plan.simulate import SimResult
+
+__all__ = ["register", "report", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "simulate", help="simulate a plan's pipeline: makespan, tokens/s, TPOT, bubble",
+        description="Discrete-event simulation of the GPipe forward schedule of a plan JSON.")
+    p.add_argument("plan", metavar="PLAN", help="plan JSON file")
+    p.add_argument("--microbatches", "-M", type=int, default=None, metavar="M",
+                   help="micro-batches in the batch (default: ceil(batch / micro_batch) from the "
+                        "plan's workload, 1 when it has none)")
+    p.add_argument("--decode-steps", type=int, default=1, metavar="N",
+                   help="consecutive decode steps; step k+1 of a micro-batch waits for its step k "
+                        "to leave the last stage (default 1; decode plans only)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=run)
+    return p
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g} s ({value * 1e3:.4g} ms)"
+
+
+def _rate(value: float | None) -> str:
+    return "- (workload unknown)" if value is None else f"{value:,.1f}"
+
+
+def report(result: SimResult, title: str = "") -> str:
+    """The text report: headline numbers, then the per-stage utilisation table."""
+    phase = result.phase or "phase unknown"
+    steps = f", {result.decode_steps} decode steps" if result.phase == "decode" else ""
+    if result.phase == "decode":
+        tpot_seq = f"{_seconds(result.tpot_per_sequence_s)}  (makespan / decode steps)"
+    else:
+        tpot_seq = "-  (defined for decode only: a prefill pass emits no token stream)"
+    rows = [{"stage": j, "latency_s": f"{t:.6g}", "busy_s": f"{b:.6g}", "utilisation": f"{u:.1%}",
+             "bottleneck": "*" if j == result.bottleneck_stage else ""}
+            for j, (t, b, u) in enumerate(zip(result.stage_times_s, result.busy_s,
+                                              result.utilisation, strict=True))]
+    table = format_table(rows)
+    lines = [
+        f"{title}{result.stages} stages, {result.microbatches} micro-batches, {phase}{steps}",
+        f"makespan           {_seconds(result.makespan_s)}",
+        f"fill latency       {_seconds(result.fill_latency_s)}  (one micro-batch, empty pipeline)",
+        f"tokens/s batch     {_rate(result.tokens_per_s)}  (fill and drain included)",
+        f"tokens/s steady    {_rate(result.steady_tokens_per_s)}  (pipeline kept full)",
+        f"TPOT per sequence  {tpot_seq}",
+        f"TPOT paper         {_seconds(result.tpot_paper_s)}  (1 / batch tokens/s)",
+        f"bubble fraction    {result.bubble_fraction:.1%}",
+        table,
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..plan import load_plan, simulate_plan
+
+    plan = load_plan(args.plan)
+    try:
+        result = simulate_plan(plan, microbatches=args.microbatches,
+                               decode_steps=args.decode_steps)
+    except InvalidInputError as exc:
+        if exc.field in ("microbatches", "decode_steps"):
+            raise
+        raise InvalidInputError(f"{args.plan}: {exc}") from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(report(result, f"{plan.model.name} ({plan.method}): "))
+    return ExitCode.OK

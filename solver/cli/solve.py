@@ -1,0 +1,144 @@
+"""``cachepart solve``: one partition, written as a plan JSON, with a per-stage table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..algorithms.ilp.backends import DEFAULT_BACKEND, ILP_BACKENDS
+from ..algorithms.registry import AUTO, METHODS
+from ..core.errors import InvalidInputError
+from ..core.units import format_bytes
+from .args import Progress, add_problem_args, options_from_args, problem_from_args, warn
+from .exit_codes import ExitCode
+from .tables import format_table
+
+__all__ = ["register", "stage_table"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("solve", help="solve one partition and write the plan JSON")
+    add_problem_args(p)
+    p.add_argument("--method", "-m", choices=[AUTO, *METHODS], default=AUTO,
+                   help="partitioning method (default auto: parametric for the canonical problem, "
+                        "ilp with --tp or --residency partial; the plan records which and why)")
+    p.add_argument("--tp", default=None, metavar="DEGREES",
+                   help="tensor-parallel degrees a stage may use, e.g. 1,2,4,8 (stages of t "
+                        "devices within one node; methods ilp, dp, auto)")
+    p.add_argument("--devices-per-node", type=int, default=8,
+                   help="devices per node, the largest TP degree (default 8)")
+    p.add_argument("--residency", choices=["full", "partial"], default="full",
+                   help="full: every weight in the capacity tier (default); partial: the ILP "
+                        "chooses which weights stay on chip and streams the rest from HBM "
+                        "(needs an on-chip --capacity tier)")
+    p.add_argument("--solver", choices=list(ILP_BACKENDS), default=DEFAULT_BACKEND,
+                   help=f"ILP backend (default {DEFAULT_BACKEND})")
+    p.add_argument("--output", "-o", metavar="PLAN", help="write the plan JSON here")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress or table")
+    p.set_defaults(handler=run)
+    return p
+
+
+def stage_table(plan: Any) -> str:
+    """A plan as text: the header line, one row per stage, the bottleneck and the status."""
+    rows = []
+    for st in plan.stages:
+        first, last = st.layers[0], st.layers[-1]
+        row: dict[str, Any] = {
+            "stage": st.index,
+            "layers": first if first == last else f"{first} .. {last}",
+            "count": len(st.layers),
+            "memory": format_bytes(st.memory_bytes),
+            "headroom": format_bytes(st.headroom_bytes),
+            "compute_s": st.compute_s,
+            "transfer_s": st.transfer_in_s,
+            "latency_s": st.latency_s,
+        }
+        if any(x.tp_degree > 1 for x in plan.stages):
+            row["tp"] = st.tp_degree
+        if st.resident_layers is not None:
+            row["resident"] = f"{len(st.resident_layers)}/{len(st.layers)}"
+        rows.append(row)
+    bottleneck = plan.objective["max_stage_latency_s"]
+    sol = plan.solver
+    gap = "" if sol.gap is None else f", gap {sol.gap:.2%}"
+    tps = plan.predicted.get("tokens_per_s")
+    used = sum(st.tp_degree for st in plan.stages)
+    lines = [
+        f"model {plan.model.name}: {plan.model.num_layers} layers in {len(plan.stages)} stages "
+        f"on {used} of {plan.hardware.devices} devices, capacity "
+        f"{format_bytes(plan.hardware.capacity_bytes)} ({plan.hardware.memory_model})",
+        format_table(rows, float_format=lambda v: f"{v:.6g}"),
+        f"bottleneck {bottleneck:.6g} s (stage {plan.objective['bottleneck_stage']}); "
+        f"{plan.method}{'/' + sol.backend if sol.backend else ''} {sol.status.value}{gap} "
+        f"in {sol.wall_s:.3g} s",
+    ]
+    if sol.info.get("why"):
+        lines.append(f"method chosen by auto: {sol.info['why']}")
+    if tps is not None:
+        unit = plan.workload.get("throughput_unit", "tokens")
+        lines.append(f"predicted {tps:,.0f} {unit}/s at steady state")
+    return "\n".join(lines)
+
+
+def _with_extensions(args: argparse.Namespace, loaded: Any, problem: Any, tier: str | None) -> Any:
+    """The problem with the extensions --tp and --residency ask for."""
+    from ..core.link import Link
+    from ..frontend.lower import residency_for, tensor_parallel_for
+    from ..hardware.catalogue import get_device
+
+    if args.tp is not None:
+        try:
+            degrees = tuple(int(v) for v in args.tp.split(","))
+        except ValueError:
+            raise InvalidInputError(f"expected degrees like 1,2,4,8, got {args.tp!r}",
+                                    field="tp_degrees") from None
+        if degrees != (1,):
+            link: Link = loaded.graph.link if loaded.kind == "chain" and \
+                loaded.graph.link is not None else get_device(args.device).link
+            problem = problem.replace(tensor_parallel=tensor_parallel_for(
+                loaded.graph, degrees, args.devices_per_node, link))
+    if args.residency == "partial":
+        if args.profile:
+            raise InvalidInputError("cannot use --profile (a profile has one latency per layer; "
+                                    "residency needs an on-chip and a streamed one)",
+                                    field="residency")
+        device = get_device(args.device)
+        if tier is None or tier == device.main_memory:
+            raise InvalidInputError(
+                f"--capacity {args.capacity} is not an on-chip tier below {args.device}'s main "
+                "memory; give one (for example l2) with a zoo, spec or HF model, so each layer "
+                "has an on-chip and a streamed latency", field="residency")
+        problem = problem.replace(residency=residency_for(loaded.graph))
+    return problem
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..algorithms import solve
+    from ..core.status import Status
+    from ..plan import build_plan
+
+    if args.output is not None and not args.output.strip():
+        raise InvalidInputError("empty path", field="output")
+    if args.solver != DEFAULT_BACKEND and args.method not in ("ilp", AUTO):
+        warn(f"--solver {args.solver} applies to --method ilp only; --method {args.method} "
+             "ignores it")
+    loaded, problem, tier = problem_from_args(args)
+    problem = _with_extensions(args, loaded, problem, tier)
+    with Progress(sys.stderr, args.method, enabled=not args.quiet) as progress:
+        options = options_from_args(args, backend=args.solver, progress=progress)
+        part = solve(problem, args.method, options)
+    if part.status is Status.INFEASIBLE:
+        print(f"cachepart: infeasible: {part.diagnosis}", file=sys.stderr)
+        return ExitCode.INFEASIBLE
+    device = None if loaded.kind == "chain" else args.device
+    plan = build_plan(loaded.graph, problem, part, time_limit_s=args.time_limit, device=device,
+                      tier=tier, source=args.model)
+    if args.output:
+        plan.save(args.output)
+    if not args.quiet:
+        print(stage_table(plan))
+        if args.output:
+            print(f"plan written to {args.output}")
+    return ExitCode.OK

@@ -1,0 +1,239 @@
+"""Typed extensions of the canonical problem. Each adds one freedom to a Problem; switched off
+(the field left None), the problem is the canonical one exactly.
+
+Tensor parallelism (``TensorParallel``): a stage [s, e) may span t devices of one node (t among
+the allowed degrees, t <= devices per node). Per device it holds W/t weights, the full
+activations (each device keeps the all-reduced output) and B/t buffers (peak model: W/t + the
+largest input + output + buffer/t). Its time is C/t + the all-reduces + its inbound transfer;
+a ring all-reduce of b bytes over t devices costs 2 (t - 1) / t x b / bandwidth + 2 (t - 1) x
+link latency, once per layer that all-reduces. The stages use at most K devices in all. The
+transfer between stages uses the problem's link (where the devices sit is not modelled).
+
+Tiered residency (``Residency``): a stage keeps some of its layers' weights in the on-chip tier
+(the capacity) and streams the others from main memory. On chip it holds the resident weights plus
+every activation and buffer of the stage; a resident layer takes its on-chip latency, a streamed
+one its streaming latency. Which weights stay is part of the solution. Additive memory only.
+
+The stage formulas here are the only definitions: the methods, the checks and the plan builder
+all evaluate a stage through them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .link import Link
+
+if TYPE_CHECKING:
+    from .problem import Problem
+
+__all__ = [
+    "Extension",
+    "Residency",
+    "TensorParallel",
+    "best_residency",
+    "default_allreduce_bytes",
+    "residency_stage_time",
+    "resident_stage_memory",
+    "stage_time_matrix",
+    "tp_stage_memory",
+    "tp_stage_time",
+]
+
+
+class Extension(str, Enum):
+    """The extensions a Problem may carry; a method declares which it solves."""
+
+    TENSOR_PARALLEL = "tensor_parallel"
+    RESIDENCY = "residency"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_ALLREDUCES_PER_KIND = {"block": 2, "attention": 1, "mlp": 1, "moe": 1, "embed": 1, "head": 1}
+
+
+def default_allreduce_bytes(kinds: Sequence[str | None], activation_bytes: np.ndarray) -> np.ndarray:
+    """Bytes all-reduced per forward by each layer when tensor-parallel (Megatron style): two
+    per transformer block (after attention, after the MLP), one per attention, MLP, embedding or
+    head operator, none for norms; an unknown kind (a chain JSON layer) counts one."""
+    counts = [_ALLREDUCES_PER_KIND.get(k or "", 0 if k == "norm" else 1) for k in kinds]
+    return np.asarray(counts, dtype=np.int64) * np.asarray(activation_bytes, dtype=np.int64)
+
+
+def _whole(value: object, field: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+        raise InvalidInputError(f"must be a whole number >= {least}, got {value!r}", field=field)
+    return int(value)
+
+
+@dataclass(frozen=True, eq=False)
+class TensorParallel:
+    """The tensor-parallel freedom: the degrees a stage may use, and what their all-reduces cost."""
+
+    degrees: tuple[int, ...]
+    devices_per_node: int
+    allreduce_bytes: np.ndarray
+    """Per layer: bytes all-reduced per forward when the layer is split (0: none)."""
+    link: Link
+    """The intra-node link the all-reduces use."""
+
+    def __post_init__(self) -> None:
+        per_node = _whole(self.devices_per_node, "devices_per_node", 1)
+        if not self.degrees or isinstance(self.degrees, str):
+            raise InvalidInputError(f"must be whole numbers >= 1, got {self.degrees!r}",
+                                    field="tp_degrees")
+        degrees = [_whole(t, "tp_degrees", 1) for t in self.degrees]
+        if 1 not in degrees:
+            raise InvalidInputError(f"must include 1 (a stage on one device), got "
+                                    f"{list(self.degrees)}", field="tp_degrees")
+        big = [t for t in degrees if t > per_node]
+        if big:
+            raise InvalidInputError(f"degree {big[0]} exceeds the {per_node} devices of a node",
+                                    field="tp_degrees")
+        if not isinstance(self.link, Link):
+            raise InvalidInputError(f"expected a Link, got {self.link!r}", field="tp_link")
+        arb = np.asarray(self.allreduce_bytes, dtype=np.float64)
+        if arb.ndim != 1 or np.any(~np.isfinite(arb)) or np.any(arb < 0):
+            raise InvalidInputError("expected one byte count >= 0 per layer",
+                                    field="allreduce_bytes")
+        arb_int = np.rint(arb).astype(np.int64)
+        arb_int.setflags(write=False)
+        put = object.__setattr__
+        put(self, "degrees", tuple(sorted(set(degrees))))
+        put(self, "devices_per_node", per_node)
+        put(self, "allreduce_bytes", arb_int)
+
+    def allreduce_s(self, s: int, e: int, t: int) -> float:
+        """All-reduce time of the layers [s, e) split t ways."""
+        if t == 1:
+            return 0.0
+        arb = self.allreduce_bytes[s:e]
+        count = int(np.count_nonzero(arb))
+        return float(2 * (t - 1) / t * arb.sum() / self.link.bandwidth_bytes_per_s
+                     + 2 * (t - 1) * self.link.latency_s * count)
+
+
+@dataclass(frozen=True, eq=False)
+class Residency:
+    """Tiered residency: per layer, its latency with weights on chip and when streamed."""
+
+    resident_latency_s: np.ndarray
+    streamed_latency_s: np.ndarray
+
+    def __post_init__(self) -> None:
+        res = np.asarray(self.resident_latency_s, dtype=np.float64)
+        stream = np.asarray(self.streamed_latency_s, dtype=np.float64)
+        if res.ndim != 1 or res.shape != stream.shape or np.any(~np.isfinite(res)) \
+                or np.any(~np.isfinite(stream)) or np.any(res < 0) \
+                or np.any(stream < res - 1e-15):
+            raise InvalidInputError("streamed latencies must be >= resident ones >= 0, one of "
+                                    "each per layer", field="residency")
+        res.setflags(write=False)
+        stream.setflags(write=False)
+        object.__setattr__(self, "resident_latency_s", res)
+        object.__setattr__(self, "streamed_latency_s", stream)
+
+
+# ----- tensor parallelism -----------------------------------------------------------------------
+def _tp(problem: Problem) -> TensorParallel:
+    if problem.tensor_parallel is None:
+        raise InvalidInputError("the problem has no tensor-parallel extension",
+                                field="tensor_parallel")
+    return problem.tensor_parallel
+
+
+def tp_stage_time(problem: Problem, s: int, e: int, t: int) -> float:
+    """Stage [s, e) on t devices: compute / t + all-reduces + inbound transfer."""
+    if t == 1:
+        return problem.stage_time(s, e)  # bit-identical to the canonical problem
+    compute = float(problem.prefix_latency[e] - problem.prefix_latency[s])
+    return compute / t + _tp(problem).allreduce_s(s, e, t) + float(problem.transfer_s[s])
+
+
+def tp_stage_memory(problem: Problem, s: int, e: int, t: int) -> int:
+    """Bytes per device of stage [s, e) split t ways (weights and buffers split, activations not)."""
+    if t == 1:
+        return problem.stage_memory(s, e)
+    w = problem.weight_bytes[s:e]
+    a = problem.activation_bytes[s:e]
+    b = problem.buffer_bytes[s:e]
+    if problem.memory_model.value == "additive":
+        return int(math.ceil(w.sum() / t) + a.sum() + math.ceil(b.sum() / t))
+    inputs = np.concatenate(([problem.input_bytes], problem.activation_bytes[:-1]))[s:e]
+    return int(math.ceil(w.sum() / t) + np.max(inputs + a + np.ceil(b / t)))
+
+
+def stage_time_matrix(problem: Problem, t: int = 1) -> np.ndarray:
+    """T_t[s, e] for every stage [s, e) on t devices; +inf where empty or over capacity.
+    t = 1 is the canonical problem's matrix (the DP's)."""
+    n = problem.n
+    s_idx = np.arange(n)[:, None]
+    e_idx = np.arange(n + 1)[None, :]
+    valid = e_idx > s_idx
+    pre = problem.prefix_latency
+    if t == 1:
+        times = (pre[None, :] - pre[:n, None]) + problem.transfer_s[:, None]
+        fits = e_idx <= problem.capacity_reach[:, None]
+        return np.where(valid & fits, times, np.inf)
+    tp = _tp(problem)
+    pre_ar = np.concatenate(([0], np.cumsum(tp.allreduce_bytes)))
+    pre_cnt = np.concatenate(([0], np.cumsum(tp.allreduce_bytes > 0)))
+    compute = (pre[None, :] - pre[:n, None]) / t
+    ar = (2 * (t - 1) / t * (pre_ar[None, :] - pre_ar[:n, None]) / tp.link.bandwidth_bytes_per_s
+          + 2 * (t - 1) * tp.link.latency_s * (pre_cnt[None, :] - pre_cnt[:n, None]))
+    times = compute + ar + problem.transfer_s[:, None]
+    memory = np.full((n, n + 1), np.iinfo(np.int64).max, dtype=np.int64)
+    for s in range(n):
+        for e in range(s + 1, n + 1):
+            memory[s, e] = tp_stage_memory(problem, s, e, t)
+            if memory[s, e] > problem.capacity_bytes:
+                break  # memory only grows with e
+    fits = memory <= problem.capacity_bytes
+    return np.where(valid & fits, times, np.inf)
+
+
+# ----- tiered residency -------------------------------------------------------------------------
+def _res(problem: Problem) -> Residency:
+    if problem.residency is None:
+        raise InvalidInputError("the problem has no residency extension", field="residency")
+    return problem.residency
+
+
+def resident_stage_memory(problem: Problem, s: int, e: int,
+                          resident: Sequence[bool] | np.ndarray) -> int:
+    """On-chip bytes of stage [s, e) whose layers ``resident`` (one flag per layer of the stage)
+    keep their weights: those weights + every activation and buffer (additive memory)."""
+    mask = np.asarray(resident, dtype=bool)
+    return int((problem.weight_bytes[s:e] * mask).sum() + problem.activation_bytes[s:e].sum()
+               + problem.buffer_bytes[s:e].sum())
+
+
+def residency_stage_time(problem: Problem, s: int, e: int,
+                         resident: Sequence[bool] | np.ndarray) -> float:
+    """Time of stage [s, e) with the given layers' weights resident (the rest streamed)."""
+    res = _res(problem)
+    mask = np.asarray(resident, dtype=bool)
+    lat = np.where(mask, res.resident_latency_s[s:e], res.streamed_latency_s[s:e])
+    return float(lat.sum() + problem.transfer_s[s])
+
+
+def best_residency(problem: Problem, s: int, e: int) -> tuple[float, tuple[bool, ...]] | None:
+    """Exact best residency of one stage by enumeration (only for short stages: tests)."""
+    best: tuple[float, tuple[bool, ...]] | None = None
+    for choice in itertools.product((True, False), repeat=e - s):
+        if resident_stage_memory(problem, s, e, choice) > problem.capacity_bytes:
+            continue
+        time = residency_stage_time(problem, s, e, choice)
+        if best is None or time < best[0]:
+            best = (time, choice)
+    return best

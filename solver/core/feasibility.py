@@ -1,0 +1,160 @@
+"""Reach-based feasibility, the canonical partition, lower bounds and infeasibility diagnosis.
+
+For a start s, the stages [s, e) that fit a capacity and a time budget z are exactly those with
+e <= reach(s) (memory and time only grow as a stage grows). The boundaries reachable with at most
+k stages are then a prefix [0, R_k] of positions, with R_{k+1} = max over p <= R_k of reach(p),
+so the fewest stages needed under z costs O(n) after the reach array.
+
+``lower_bound`` and ``diagnose`` take a problem's extensions into account; the reach arrays and
+the canonical partition are the canonical problem's.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from .extensions import TensorParallel, tp_stage_memory
+from .problem import MemoryModel, Problem
+from .units import format_bytes
+
+__all__ = [
+    "canonical_partition",
+    "diagnose",
+    "fewest_stages",
+    "lower_bound",
+    "reach_under",
+    "tp_infeasible_reason",
+]
+
+
+def reach_under(problem: Problem, z: float | None) -> np.ndarray:
+    """Per start, the largest end that fits the capacity and (when z is given) time <= z."""
+    cap = problem.capacity_reach
+    if z is None:
+        return cap
+    return np.minimum(cap, problem.time_reach(z))
+
+
+def fewest_stages(reach: np.ndarray) -> int | None:
+    """Fewest stages covering all layers using stages [s, e) with e <= reach[s]; None if none."""
+    n = len(reach)
+    prefix_max = np.maximum.accumulate(reach)
+    covered, count = 0, 0
+    while covered < n:
+        nxt = int(prefix_max[covered])
+        if nxt <= covered:
+            return None
+        covered, count = nxt, count + 1
+    return count
+
+
+def canonical_partition(problem: Problem, z: float | None) -> tuple[int, ...] | None:
+    """The partition with every stage time <= z (if given) that uses the fewest stages, then the
+    least total inbound transfer time, then the earliest cuts. None if none exists within K.
+
+    Exact methods all pass their optimum through this, so they return the same plan."""
+    reach = reach_under(problem, z).tolist()
+    x = problem.transfer_s.tolist()
+    n = problem.n
+    # dist[p] = (stages, transfer) to place a boundary at p; a heap of settled starts p.
+    parent = [-1] * (n + 1)
+    dist: list[tuple[int, float] | None] = [None] * (n + 1)
+    dist[0] = (0, 0.0)
+    heap: list[tuple[int, float, int]] = []
+    for q in range(n + 1):
+        if q > 0:
+            while heap and reach[heap[0][2]] < q:
+                heapq.heappop(heap)  # that start cannot end a stage at q or later
+            if not heap:
+                return None
+            count, transfer, p = heap[0]
+            dist[q], parent[q] = (count, transfer), p
+        if q < n and reach[q] > q:
+            c, t = dist[q]  # type: ignore[misc]
+            heapq.heappush(heap, (c + 1, t + x[q], q))
+    final = dist[n]
+    if final is None or final[0] > problem.max_stages:
+        return None
+    bounds = [n]
+    while bounds[-1] != 0:
+        bounds.append(parent[bounds[-1]])
+    return tuple(reversed(bounds))
+
+
+def lower_bound(problem: Problem) -> float:
+    """A valid lower bound on the optimal bottleneck: the slowest single layer (with its
+    cheapest possible inbound cost) and the average load over the stages available.
+
+    Tensor parallelism: the total compute over K devices (a stage on t devices takes at least
+    its compute / t, and the degrees sum to at most K). Residency: the canonical bound with
+    every layer at its resident (fastest) latency."""
+    if problem.tensor_parallel is not None:
+        return float(problem.prefix_latency[-1]) / problem.max_stages * (1 - 1e-12)
+    if problem.residency is not None:
+        problem = problem.replace(latency_s=problem.residency.resident_latency_s, residency=None)
+    t = problem.latency_s
+    x = problem.transfer_s
+    k = min(problem.max_stages, problem.n)
+    # Layer i > 0 either starts its stage (pays x_i) or shares it with layer i - 1.
+    single = t.copy()
+    if problem.n > 1:
+        single[1:] = t[1:] + np.minimum(x[1:], t[:-1])
+    # Stage times are prefix-sum differences, which can round an ulp below these direct sums:
+    # shave a relative 1e-12 so the bound stays valid.
+    return float(max(single.max(), float(problem.prefix_latency[-1]) / k)) * (1 - 1e-12)
+
+
+def diagnose(problem: Problem) -> str | None:
+    """Why no partition fits, in one line; None when one does (or, with tensor parallelism,
+    when every layer fits some degree: whether K devices suffice is the method's answer)."""
+    if problem.tensor_parallel is not None:
+        return _diagnose_tp(problem, problem.tensor_parallel)
+    if problem.residency is not None:
+        # Streaming every weight is the most room residency can give.
+        streamed = problem.replace(weight_bytes=np.zeros(problem.n, dtype=np.int64),
+                                   residency=None)
+        reason = _diagnose(streamed, "its output and buffer")
+        return None if reason is None else \
+            f"even with every weight streamed from main memory: {reason}"
+    what = "its weights, output and buffer" if problem.memory_model is MemoryModel.ADDITIVE \
+        else "its weights plus its live input, output and buffer"
+    return _diagnose(problem, what)
+
+
+def _diagnose(problem: Problem, what: str) -> str | None:
+    reach = problem.capacity_reach
+    too_big = np.flatnonzero(reach <= np.arange(problem.n))
+    cap = problem.capacity_bytes
+    if too_big.size:
+        i = int(too_big[0])
+        need = problem.stage_memory(i, i + 1)
+        more = f" ({too_big.size - 1} more layers do not fit either)" if too_big.size > 1 else ""
+        return (f"layer {problem.names[i]!r} cannot fit on one device: {what} need {need} bytes "
+                f"({format_bytes(need)}) > capacity {cap} bytes ({format_bytes(cap)}){more}")
+    needed = fewest_stages(reach)
+    if needed is None:  # unreachable: every layer fits alone, so a cover exists
+        raise AssertionError("no cover although every layer fits alone")
+    if needed > problem.max_stages:
+        return (f"the layers need at least {needed} devices at capacity {cap} bytes "
+                f"({format_bytes(cap)}), but only {problem.max_stages} were given")
+    return None
+
+
+def _diagnose_tp(problem: Problem, tp: TensorParallel) -> str | None:
+    widest = max(t for t in tp.degrees if t <= problem.max_stages)
+    for i in range(problem.n):
+        need = tp_stage_memory(problem, i, i + 1, widest)
+        if need > problem.capacity_bytes:
+            return (f"layer {problem.names[i]!r} cannot fit even split {widest} ways: {need} "
+                    f"bytes per device > capacity {problem.capacity_bytes} bytes")
+    return None
+
+
+def tp_infeasible_reason(problem: Problem) -> str:
+    """The diagnosis when every layer fits some degree but no plan fits K devices."""
+    tp = problem.tensor_parallel
+    degrees = [] if tp is None else list(tp.degrees)
+    return (f"no plan fits {problem.max_stages} devices with tensor-parallel degrees {degrees} at "
+            f"capacity {problem.capacity_bytes} bytes")

@@ -1,0 +1,50 @@
+"""Links between devices, and the number checks every input reader shares."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidInputError
+
+__all__ = ["MAX_BYTES", "Link", "check_number"]
+
+MAX_BYTES = 2**62
+"""Byte counts stay below this so sums over a stage fit int64."""
+
+
+def check_number(value: Any, where: str, *, positive: bool = False, integral: bool = False) -> float:
+    """Return ``value`` as a float, or raise InvalidInputError naming ``where`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"expected a number, got {value!r}", field=where)
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidInputError(f"expected a finite number, got {value!r}", field=where)
+    if positive and number <= 0:
+        raise InvalidInputError(f"must be > 0, got {value!r}", field=where)
+    if number < 0:
+        raise InvalidInputError(f"must be >= 0, got {value!r}", field=where)
+    if integral and number != int(number):
+        raise InvalidInputError(f"must be a whole number of bytes, got {value!r}", field=where)
+    if integral and number >= MAX_BYTES:
+        raise InvalidInputError(f"{value!r} bytes is beyond the 2^62 this tool counts", field=where)
+    return number
+
+
+@dataclass(frozen=True)
+class Link:
+    """The link between consecutive devices: a transfer of b bytes costs b / bandwidth + latency."""
+
+    bandwidth_bytes_per_s: float
+    latency_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_number(self.bandwidth_bytes_per_s, "link.bandwidth_bytes_per_s", positive=True)
+        check_number(self.latency_s, "link.latency_s")
+
+    def transfer_s(self, nbytes: float) -> float:
+        return nbytes / self.bandwidth_bytes_per_s + self.latency_s
+
+    def to_dict(self) -> dict[str, float]:
+        return {"bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "latency_s": self.latency_s}

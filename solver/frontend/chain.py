@@ -1,0 +1,91 @@
+"""Chain JSON: the explicit input format (design.md), read into a LayerGraph and written back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import InvalidInputError
+from ..core.files import read_json
+from ..core.link import Link, check_number
+from .graph import LayerGraph
+
+__all__ = ["chain_from_dict", "chain_to_dict", "load_chain"]
+
+_TOP_FIELDS = frozenset({"name", "input_bytes", "link", "layers", "metadata", "source"})
+# What a layer may carry: the canonical fields, and the annotations cachepart itself writes.
+_LAYER_FIELDS = frozenset({"name", "weight_bytes", "activation_bytes", "buffer_bytes", "latency_s",
+                           "kind", "params", "flops", "bytes_moved", "kv_cache_bytes",
+                           "latency_hbm_s"})
+_LINK_FIELDS = frozenset({"bandwidth_bytes_per_s", "latency_s"})
+
+
+def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
+    """Validate a parsed chain JSON document and build its LayerGraph."""
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"expected a JSON object at the top level, got {type(data).__name__}")
+    unknown = sorted(set(data) - _TOP_FIELDS)
+    if unknown:
+        raise InvalidInputError(f"unknown top-level field {unknown[0]!r} "
+                                f"(known: {', '.join(sorted(_TOP_FIELDS))})")
+    layers = data.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise InvalidInputError(f"layers: expected a non-empty list of layers, got {layers!r:.60}")
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            raise InvalidInputError(f"layers[{index}]: expected an object, got {layer!r:.60}")
+        extra = sorted(set(layer) - _LAYER_FIELDS)
+        if extra:
+            raise InvalidInputError(f"layers[{index}] ({layer.get('name', '?')!r}): unknown field "
+                                    f"{extra[0]!r} (known: {', '.join(sorted(_LAYER_FIELDS))})")
+        for key in ("weight_bytes", "activation_bytes", "latency_s"):
+            if key not in layer:
+                raise InvalidInputError(f"layers[{index}] ({layer.get('name', '?')!r}): "
+                                        f"missing field {key!r}")
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"name: expected a non-empty string, got {name!r}")
+    input_bytes = int(check_number(data.get("input_bytes", 0), "input_bytes", integral=True))
+    link = None
+    if data.get("link") is not None:
+        raw = data["link"]
+        if not isinstance(raw, dict) or "bandwidth_bytes_per_s" not in raw:
+            raise InvalidInputError(f"link: expected {{'bandwidth_bytes_per_s': ..., "
+                                    f"'latency_s': ...}}, got {raw!r:.80}")
+        extra = sorted(set(raw) - _LINK_FIELDS)
+        if extra:
+            raise InvalidInputError(f"link: unknown field {extra[0]!r} "
+                                    f"(known: {', '.join(sorted(_LINK_FIELDS))})")
+        link = Link(raw["bandwidth_bytes_per_s"], raw.get("latency_s", 0.0))
+    raw_meta = data.get("metadata") or {}
+    if not isinstance(raw_meta, dict):
+        raise InvalidInputError(f"metadata: expected an object, got {raw_meta!r:.60}")
+    metadata = dict(raw_meta)
+    if "source" in data:
+        metadata["source"] = data["source"]
+    return LayerGraph.chain(name, layers, input_bytes=input_bytes, link=link, metadata=metadata)
+
+
+def load_chain(path: str | Path) -> LayerGraph:
+    """Read a chain JSON file; errors name the file, the field and the value."""
+    path = Path(path)
+    data = read_json(path)
+    try:
+        return chain_from_dict(data, default_name=path.stem)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path}: {exc}") from None
+
+
+def chain_to_dict(graph: LayerGraph) -> dict[str, Any]:
+    """The chain JSON document of a LayerGraph (layers in execution order)."""
+    keep = ("weight_bytes", "activation_bytes", "buffer_bytes", "latency_s")
+    layers = []
+    for layer in graph.layers():
+        entry: dict[str, Any] = {"name": layer["name"]}
+        entry.update({k: layer[k] for k in keep if k in layer})
+        layers.append(entry)
+    doc: dict[str, Any] = {"name": graph.name, "input_bytes": graph.input_bytes}
+    if graph.link is not None:
+        doc["link"] = graph.link.to_dict()
+    doc["layers"] = layers
+    return doc

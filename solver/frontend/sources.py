@@ -1,0 +1,210 @@
+"""Turn a MODEL argument into a footprint-annotated LayerGraph.
+
+MODEL is a zoo name, a spec YAML, a Hugging Face config.json, a chain JSON, or a torch module
+factory (``file.py:factory`` or ``package.module:factory``, built on the meta device).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from models.errors import SpecError
+from models.layers import LayerDesc
+from models.spec import ModelSpec, load_spec
+from models.transformer import Granularity
+from models.zoo import load_zoo_model, zoo_names
+
+from ..core.errors import InvalidInputError
+from ..hardware.catalogue import Device, get_device
+from ..hardware.cost import roofline_latency
+from ..hardware.footprint import DTYPE_BYTES, LayerFootprint, Workload, footprints
+from .chain import chain_from_dict, load_chain
+from .graph import LayerGraph
+
+__all__ = [
+    "LoadedModel",
+    "bandwidth_tier",
+    "graph_from_layers",
+    "load_model",
+    "model_layers",
+    "per_sample_kind",
+]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to partition, with what was learned loading it."""
+
+    graph: LayerGraph
+    kind: str
+    """zoo, spec, hf-config, chain or torch."""
+    params: int | None = None
+    footprints: list[LayerFootprint] = field(default_factory=list)
+    spec: ModelSpec | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def bandwidth_tier(device: Device, tier: str | None) -> str | None:
+    """The tier whose bandwidth times a stage held in ``tier``: itself when the catalogue has a
+    figure, else the nearest slower tier that has one (l2, then main memory), a conservative
+    stand-in that load_model reports as a warning."""
+    if tier is None or tier in device.tier_bandwidth:
+        return tier
+    for slower in ("l2", device.main_memory):
+        if slower in device.tier_bandwidth:
+            return slower
+    return None
+
+
+def per_sample_kind(arch: object) -> str | None:
+    """'cnn' or 'vit' for architectures sized per image, else None."""
+    if arch is None:
+        return None
+    if getattr(arch, "kind", None) == "vit":
+        return "vit"
+    return "cnn" if hasattr(arch, "blocks") and hasattr(arch, "expansion") else None
+
+
+def _is_module_factory(source: str) -> bool:
+    head, sep, tail = source.rpartition(":")
+    return bool(sep) and tail.isidentifier() and not Path(source).exists() and \
+        (head.endswith(".py") or all(p.isidentifier() for p in head.split(".")))
+
+
+def model_layers(source: str, granularity: Granularity = "block",
+                 input_shape: tuple[int, ...] | None = None,
+                 input_dtype: str | None = None) -> tuple[str, list[LayerDesc],
+                                                          ModelSpec | None, str]:
+    """(name, layer descriptors, spec if any, kind) of a non-chain MODEL."""
+    try:
+        if source in zoo_names():
+            spec = load_zoo_model(source)
+            return spec.name, spec.arch.layer_descs(granularity), spec, "zoo"
+        path = Path(source)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            spec = load_spec(path)
+            return spec.name, spec.arch.layer_descs(granularity), spec, "spec"
+        if path.suffix.lower() == ".json":
+            from models.hf import load_hf_config
+
+            name, arch = load_hf_config(path)
+            spec = ModelSpec(name=name, arch=arch, source=str(path))
+            return name, arch.layer_descs(granularity), spec, "hf-config"
+        if _is_module_factory(source):
+            from models.torch_import import load_module_from_path, module_layers
+
+            if input_shape is None:
+                raise InvalidInputError(f"MODEL {source!r} is a torch module: give its sample "
+                                        "input shape (for example 8,128)", field="input_shape")
+            module = load_module_from_path(source)
+            # Integer input means token ids (B, S): sizes per token; otherwise per sample.
+            unit: Literal["token", "sample"] = \
+                "token" if input_dtype in ("long", "int64", "int32") else "sample"
+            layers = module_layers(module, input_shape, input_dtype=input_dtype, unit=unit)
+            return source.rpartition(":")[2], layers, None, "torch"
+    except SpecError as exc:
+        raise InvalidInputError(str(exc)) from None
+    if Path(source).exists():
+        raise InvalidInputError(f"MODEL: {source!r}: unsupported file type (expected a spec "
+                                ".yaml, a chain or HF config .json, or file.py:factory)")
+    raise InvalidInputError(f"MODEL: {source!r} is neither a file nor a zoo model "
+                            f"(zoo: {', '.join(zoo_names())})")
+
+
+def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
+                      device: Device, *, input_bytes: int = 0, tier: str | None = None,
+                      unit: str = "tokens",
+                      metadata: dict[str, Any] | None = None) -> tuple[LayerGraph, list[LayerFootprint]]:
+    """Annotate descriptors with footprints and roofline latencies as a chain LayerGraph.
+
+    With an on-chip ``tier`` (the capacity the plan must fit), a layer's data is read at that
+    tier's bandwidth (``latency_s``); ``latency_hbm_s`` keeps the time with its weights streamed
+    from main memory, which tiered residency needs."""
+    fps = footprints(layers, workload)
+    on_chip = tier is not None and tier != device.main_memory
+    speed_tier = bandwidth_tier(device, tier) if on_chip else tier
+    rows = []
+    previous = input_bytes
+    for fp in fps:
+        hbm = roofline_latency(fp, device, workload, input_bytes=previous)
+        row = {"name": fp.name, "kind": fp.kind, "params": fp.params,
+               "weight_bytes": fp.weight_bytes, "activation_bytes": fp.activation_bytes,
+               "buffer_bytes": fp.buffer_bytes, "kv_cache_bytes": fp.kv_cache_bytes,
+               "flops": fp.flops, "bytes_moved": fp.bytes_moved, "latency_s": hbm}
+        if on_chip:
+            row["latency_s"] = roofline_latency(fp, device, workload, speed_tier,
+                                                input_bytes=previous)
+            row["latency_hbm_s"] = hbm
+        rows.append(row)
+        previous = fp.activation_bytes
+    meta = {"workload": {**workload.to_dict(), "throughput_unit": unit},
+            "device": device.name, "tier": tier, "bandwidth_tier": speed_tier,
+            **(metadata or {})}
+    graph = LayerGraph.chain(name, rows, input_bytes=input_bytes, link=device.link, metadata=meta)
+    return graph, fps
+
+
+def _input_bytes(layers: list[LayerDesc], spec: ModelSpec | None, workload: Workload) -> int:
+    """The model input fed to stage 0: token ids (int32), or images in the activation dtype."""
+    arch = spec.arch if spec is not None else None
+    if arch is not None and hasattr(arch, "image") and getattr(arch, "kind", "cnn") != "decoder" \
+            and getattr(arch, "image", 0):
+        per = arch.channels * arch.image**2  # type: ignore[attr-defined]
+        return int(workload.sequences * per * DTYPE_BYTES[workload.activation_dtype])
+    if layers and layers[0].unit == "token":
+        return workload.tokens_per_step * 4
+    return 0
+
+
+def load_model(source: str, workload: Workload | None = None, *,
+               granularity: Granularity = "block", device: str = "h100-sxm",
+               input_shape: tuple[int, ...] | None = None,
+               input_dtype: str | None = None, tier: str | None = None) -> LoadedModel:
+    """Load MODEL as a LayerGraph. A chain JSON already carries its bytes and times, so the
+    workload, granularity and device do not apply to it."""
+    path = Path(source)
+    if path.suffix.lower() == ".json" and path.exists():
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return LoadedModel(load_chain(path), "chain")  # load_chain words the error
+        if isinstance(doc, dict) and "layers" in doc:
+            try:
+                return LoadedModel(chain_from_dict(doc, default_name=path.stem), "chain")
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{path}: {exc}") from None
+    if granularity not in ("block", "op"):
+        raise InvalidInputError(f"expected block or op, got {granularity!r}", field="granularity")
+    workload = workload or Workload()
+    dev = get_device(device)
+    name, layers, spec, kind = model_layers(source, granularity, input_shape, input_dtype)
+    warnings = []
+    if spec is not None and (warning := spec.parameter_warning()) is not None:
+        warnings.append(warning)
+    arch = spec.arch if spec is not None else None
+    positions = getattr(arch, "positions", 0)
+    if positions and workload.seq_len > positions and per_sample_kind(arch) is None:
+        warnings.append(f"a sequence length of {workload.seq_len} exceeds the {positions} learned "
+                        f"positions of {name}: the model cannot run at this length")
+    if workload.phase == "decode" and (kind_of := per_sample_kind(arch) or
+                                       getattr(arch, "kind", None)) in ("encoder", "vit", "cnn"):
+        warnings.append(f"decode phase: {name} is an {kind_of} model, which does not decode "
+                        "token by token; its footprint is computed as asked")
+    params = sum(layer.params for layer in layers)
+    meta: dict[str, Any] = {"params": params, "source_kind": kind, "granularity": granularity}
+    # Vision models (per-sample sizes, or a fixed token count per image) count images, not tokens.
+    per_sample = bool(layers) and (layers[0].unit == "sample" or layers[0].tokens_per_sample is not None)
+    if spec is not None and spec.declared_params:
+        meta["declared_params"] = spec.declared_params
+    graph, fps = graph_from_layers(name, layers, workload, dev,
+                                   unit="samples" if per_sample else "tokens",
+                                   input_bytes=_input_bytes(layers, spec, workload), tier=tier,
+                                   metadata=meta)
+    used = graph.metadata.get("bandwidth_tier")
+    if tier is not None and tier != dev.main_memory and used != tier:
+        warnings.append(f"{dev.name} has no bandwidth figure for {tier!r}: latencies use the "
+                        f"bandwidth of {used or dev.main_memory!r}, so they are upper bounds")
+    return LoadedModel(graph, kind, params, fps, spec, warnings)

@@ -1,0 +1,125 @@
+"""Footprints: a layer descriptor plus a workload gives bytes and FLOPs.
+
+Counted for one micro-batch in flight (a pipeline stage holds one at a time):
+- weight bytes: stored parameters x weight dtype size (int4: half a byte);
+- activation bytes: the layer's output, elements x activation dtype size;
+- buffer bytes: operator workspace: the MLP intermediate or the Q/K/V projections, and with
+  eager attention the score matrix (micro-batch x heads x queries x keys); fused attention keeps
+  its score tiles on chip and adds nothing;
+- KV cache (decode only): 2 x micro-batch x context x KV heads x head dim x activation size, per
+  attention layer. It is live for the whole decode, so it is added to the buffer bytes the
+  partitioner sees, and also reported on its own;
+- FLOPs: 2 per multiply-add of the projections, plus attention scores (QK^T and AV: 4 x heads x
+  head dim x queries x keys, halved for causal prefill);
+- bytes moved: weights read, input and output activations, the KV cache read when decoding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from models.layers import LayerDesc
+
+from ..core.errors import InvalidInputError
+
+__all__ = ["DTYPE_BYTES", "LayerFootprint", "Workload", "footprints"]
+
+DTYPE_BYTES: dict[str, float] = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What runs through the model: a batch of sequences in one phase."""
+
+    batch: int = 1
+    seq_len: int = 2048
+    """Tokens per sequence in prefill; the context length (KV cache) in decode."""
+    phase: Literal["prefill", "decode"] = "prefill"
+    micro_batch: int | None = None
+    """Sequences in flight per stage (default: the whole batch)."""
+    weight_dtype: str = "bf16"
+    activation_dtype: str = "bf16"
+    attention: Literal["fused", "eager"] = "fused"
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"must be a whole number >= 1, got {value!r}", field=name)
+        mb = self.micro_batch
+        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int)
+                               or not 1 <= mb <= self.batch):
+            raise InvalidInputError(f"must be in 1..{self.batch}, got {mb!r}", field="micro_batch")
+        if self.phase not in ("prefill", "decode"):
+            raise InvalidInputError(f"expected prefill or decode, got {self.phase!r}", field="phase")
+        for name in ("weight_dtype", "activation_dtype"):
+            if getattr(self, name) not in DTYPE_BYTES:
+                raise InvalidInputError(f"unknown dtype {getattr(self, name)!r} (known: "
+                                        f"{', '.join(DTYPE_BYTES)})", field=name)
+        if self.attention not in ("fused", "eager"):
+            raise InvalidInputError(f"expected fused or eager, got {self.attention!r}",
+                                    field="attention")
+
+    @property
+    def sequences(self) -> int:
+        return self.micro_batch or self.batch
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens a micro-batch produces per pass: all of them in prefill, one each in decode."""
+        return self.sequences * (self.seq_len if self.phase == "prefill" else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "micro_batch": self.sequences}
+
+
+@dataclass(frozen=True)
+class LayerFootprint:
+    name: str
+    kind: str
+    params: int
+    weight_bytes: int
+    activation_bytes: int
+    buffer_bytes: int
+    """Workspace plus, when decoding, the KV cache (what the partitioner counts)."""
+    kv_cache_bytes: int
+    flops: float
+    bytes_moved: int
+
+
+def footprints(layers: list[LayerDesc], workload: Workload) -> list[LayerFootprint]:
+    wb = DTYPE_BYTES[workload.weight_dtype]
+    ab = DTYPE_BYTES[workload.activation_dtype]
+    m = workload.sequences
+    decode = workload.phase == "decode"
+    out: list[LayerFootprint] = []
+    previous_out = 0
+    for layer in layers:
+        if layer.unit == "sample":
+            units, queries, keys = m, 1, 1
+        else:
+            per_seq = layer.tokens_per_sample or workload.seq_len
+            queries = 1 if decode and layer.tokens_per_sample is None else per_seq
+            keys = per_seq
+            units = m * queries
+        weight = math.ceil(layer.weight_params * wb)
+        activation = math.ceil(layer.out_elems * units * ab)
+        buffer = math.ceil(layer.buffer_elems * units * ab)
+        flops = float(layer.flops) * units
+        kv = 0
+        attn = layer.attention
+        if attn is not None:
+            if workload.attention == "eager":
+                buffer += math.ceil(m * attn.heads * queries * keys * ab)
+            causal = 0.5 if attn.causal and not decode else 1.0
+            flops += 4.0 * m * attn.heads * attn.head_dim * queries * keys * causal
+            if decode:
+                kv = math.ceil(2 * m * keys * attn.kv_heads * attn.head_dim * ab)
+        read = math.ceil(min(layer.weight_params, layer.read_params * units) * wb)
+        moved = read + previous_out + activation + kv
+        out.append(LayerFootprint(layer.name, layer.kind, layer.params, weight, activation,
+                                  buffer + kv, kv, flops, moved))
+        previous_out = activation
+    return out

@@ -1,0 +1,122 @@
+"""Building a Plan from an answer: stage tables from the problem's own formulas, the
+objective, and the predictions of the GPipe simulator (plan/simulate.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from ..core.errors import InfeasibleError
+from ..core.partition import Partition, evaluate
+from ..core.problem import Problem
+from ..core.status import Status
+from ..frontend.chain import chain_to_dict
+from ..frontend.graph import LayerGraph
+from .simulate import simulate_plan
+from .types import HardwareInfo, ModelInfo, Plan, SolverInfo, StagePlan
+
+__all__ = ["build_plan", "fingerprint"]
+
+
+def fingerprint(graph: LayerGraph) -> str:
+    """sha256 of the model's structure: layer names and byte footprints in order, the model
+    input and the link, not the latencies (a re-profiled or re-costed model is the same
+    model). The runner refuses a plan whose model does not match."""
+    doc = chain_to_dict(graph)
+    for layer in doc["layers"]:
+        layer.pop("latency_s", None)
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _tokens_per_microbatch(workload: dict[str, Any]) -> int | None:
+    """Tokens one micro-batch yields per pass: the stage latencies are per micro-batch."""
+    batch, seq = workload.get("micro_batch") or workload.get("batch"), workload.get("seq_len")
+    if workload.get("throughput_unit") == "samples" and isinstance(batch, int):
+        return batch  # images: the "tokens" of a vision model's throughput are samples
+    if isinstance(batch, int) and isinstance(seq, int):
+        return batch * (seq if workload.get("phase", "prefill") == "prefill" else 1)
+    return None
+
+
+def build_plan(
+    graph: LayerGraph,
+    problem: Problem,
+    partition: Partition,
+    *,
+    device: str | None = None,
+    tier: str | None = None,
+    time_limit_s: float | None = None,
+    workload: dict[str, Any] | None = None,
+    source: str | None = None,
+) -> Plan:
+    """Turn a feasible Partition into a Plan (stage tables, objective, predictions);
+    InfeasibleError, with the diagnosis, for an infeasible one."""
+    if partition.status is Status.INFEASIBLE:
+        raise InfeasibleError(partition.diagnosis or "no partition fits")
+    resident = partition.resident
+    costs = evaluate(problem, partition.bounds, tp_degrees=partition.tp_degrees,
+                     resident=resident)
+    stages = []
+    for j, (cost, rank) in enumerate(zip(costs, partition.device_ranks, strict=True)):
+        s, e = cost.start, cost.end
+        stages.append(StagePlan(
+            index=j, device_rank=rank, layers=problem.names[s:e], memory_bytes=cost.memory_bytes,
+            headroom_bytes=problem.capacity_bytes - cost.memory_bytes, latency_s=cost.time_s,
+            compute_s=cost.time_s - cost.transfer_in_s, transfer_in_s=cost.transfer_in_s,
+            tp_degree=cost.tp_degree,
+            resident_layers=None if resident is None else
+            tuple(problem.names[i] for i in range(s, e) if resident[i]),
+        ))
+    times = [st.latency_s for st in stages]
+    bottleneck = max(times)
+    workload = dict(workload if workload is not None else graph.metadata.get("workload", {}))
+    tokens = _tokens_per_microbatch(workload)
+    plan = Plan(
+        model=ModelInfo(graph.name, fingerprint(graph), problem.n, source,
+                        graph.metadata.get("granularity")),
+        workload=workload,
+        hardware=HardwareInfo(device, tier, problem.capacity_bytes, problem.max_stages,
+                              problem.memory_model.value,
+                              None if problem.link is None else problem.link.to_dict()),
+        method=partition.method,
+        solver=SolverInfo(partition.status, partition.objective, partition.bound, partition.gap,
+                          partition.wall_s, partition.backend, time_limit_s, _record(partition)),
+        stages=tuple(stages),
+        objective={
+            "max_stage_latency_s": bottleneck,
+            "sum_stage_latency_s": sum(times),
+            "total_transfer_s": sum(st.transfer_in_s for st in stages),
+            "num_stages": len(stages),
+            "bottleneck_stage": times.index(bottleneck),
+        },
+        predicted={
+            # Steady state of a full pipeline: one micro-batch leaves every bottleneck interval.
+            "microbatches_per_s": 1.0 / bottleneck if bottleneck > 0 else 0.0,
+            "fill_latency_s": sum(times),
+            "tokens_per_s": tokens / bottleneck if tokens and bottleneck > 0 else None,
+        },
+    )
+    return _with_simulation(plan)
+
+
+def _record(partition: Partition) -> dict[str, Any]:
+    """The solver record a plan keeps: how the method ran, and why auto chose it."""
+    record = dict(partition.info)
+    if partition.selection is not None:
+        record.update(chosen_by="auto", why=partition.selection)
+    return record
+
+
+def _with_simulation(plan: Plan) -> Plan:
+    """Add the simulator's view of one batch: fill and drain included."""
+    if plan.objective["max_stage_latency_s"] <= 0:
+        return plan
+    sim = simulate_plan(plan)
+    predicted = {**plan.predicted, "microbatches": sim.microbatches,
+                 "batch_makespan_s": sim.makespan_s, "batch_tokens_per_s": sim.tokens_per_s,
+                 "bubble_fraction": sim.bubble_fraction, "tpot_paper_s": sim.tpot_paper_s,
+                 "tpot_per_sequence_s": sim.tpot_per_sequence_s}
+    return dataclasses.replace(plan, predicted=predicted)

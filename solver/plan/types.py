@@ -1,0 +1,233 @@
+"""Plan: the one deployment record every method produces and every consumer reads.
+
+A plan round-trips through JSON (``schema_version`` 1.x); loading validates it against the JSON
+Schema shipped in ``solver/data/plan.schema.json`` and checks that its numbers agree. Plans are
+built from an answer by plan/build.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ..core.errors import InvalidInputError
+from ..core.files import read_json
+from ..core.status import Status
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "HardwareInfo",
+    "ModelInfo",
+    "Plan",
+    "SolverInfo",
+    "StagePlan",
+    "load_plan",
+    "plan_schema",
+]
+
+SCHEMA_VERSION = "1.0"
+
+
+@lru_cache(maxsize=1)
+def plan_schema() -> dict[str, Any]:
+    text = resources.files("solver").joinpath("data/plan.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    fingerprint: str
+    num_layers: int
+    source: str | None = None
+    """The MODEL argument the plan was made from (zoo name, file path, module factory)."""
+    granularity: str | None = None
+
+
+@dataclass(frozen=True)
+class HardwareInfo:
+    device: str | None
+    tier: str | None
+    capacity_bytes: int
+    devices: int
+    memory_model: str
+    link: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    status: Status
+    objective: float | None
+    bound: float | None
+    gap: float | None
+    wall_s: float
+    backend: str | None = None
+    time_limit_s: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int
+    device_rank: int
+    layers: tuple[str, ...]
+    memory_bytes: int
+    headroom_bytes: int
+    latency_s: float
+    compute_s: float
+    transfer_in_s: float
+    tp_degree: int = 1
+    """Devices the stage spans (tensor parallelism); memory_bytes is per device."""
+    resident_layers: tuple[str, ...] | None = None
+    """Tiered residency: the layers whose weights stay in the on-chip tier (None: all)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: ModelInfo
+    workload: dict[str, Any]
+    hardware: HardwareInfo
+    method: str
+    solver: SolverInfo
+    stages: tuple[StagePlan, ...]
+    objective: dict[str, Any]
+    predicted: dict[str, Any]
+    schema_version: str = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "model": vars(self.model).copy(),
+            "workload": dict(self.workload),
+            "hardware": vars(self.hardware).copy(),
+            "method": self.method,
+            "solver": {**vars(self.solver), "status": self.solver.status.value,
+                       "info": dict(self.solver.info)},
+            "stages": [{**vars(s), "layers": list(s.layers),
+                        "resident_layers": None if s.resident_layers is None
+                        else list(s.resident_layers)} for s in self.stages],
+            "objective": dict(self.objective),
+            "predicted": dict(self.predicted),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        try:
+            Path(path).write_text(self.to_json(), encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write {path} ({exc.strerror or exc})",
+                                    field="output") from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "plan") -> Plan:
+        """Validate against the schema, then build; errors name the source and the field."""
+        try:
+            jsonschema.validate(data, plan_schema())
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+            raise InvalidInputError(f"{source}: {where}: {exc.message}") from None
+        major = data["schema_version"].split(".")[0]
+        if major != SCHEMA_VERSION.split(".")[0]:
+            raise InvalidInputError(f"{source}: schema_version {data['schema_version']!r} is not "
+                                    f"readable by this version (reads {SCHEMA_VERSION})")
+        solver = dict(data["solver"])
+        solver["status"] = Status(solver["status"])
+        solver.setdefault("info", {})
+        plan = cls(
+            schema_version=data["schema_version"],
+            model=ModelInfo(**data["model"]),
+            workload=dict(data["workload"]),
+            hardware=HardwareInfo(**data["hardware"]),
+            method=data["method"],
+            solver=SolverInfo(**solver),
+            stages=tuple(StagePlan(**{**s, "layers": tuple(s["layers"]),
+                                      "resident_layers": None if s.get("resident_layers") is None
+                                      else tuple(s["resident_layers"])})
+                         for s in data["stages"]),
+            objective=dict(data["objective"]),
+            predicted=dict(data["predicted"]),
+        )
+        plan.check(source)
+        return plan
+
+    def check(self, source: str = "plan") -> None:
+        """Consistency the schema cannot express: stage order, capacity, layer count."""
+        for position, stage in enumerate(self.stages):
+            if stage.index != position:
+                raise InvalidInputError(f"{source}: stages/{position}/index: expected {position}, "
+                                        f"got {stage.index}")
+            if stage.memory_bytes > self.hardware.capacity_bytes:
+                raise InvalidInputError(
+                    f"{source}: stages/{position}/memory_bytes: {stage.memory_bytes} exceeds "
+                    f"hardware.capacity_bytes {self.hardware.capacity_bytes}")
+        layers = [name for stage in self.stages for name in stage.layers]
+        if len(layers) != self.model.num_layers or len(set(layers)) != len(layers):
+            raise InvalidInputError(f"{source}: stages: list {len(layers)} layers "
+                                    f"({len(set(layers))} distinct), model.num_layers is "
+                                    f"{self.model.num_layers}")
+        self._check_numbers(source)
+        used = sum(stage.tp_degree for stage in self.stages)
+        if used > self.hardware.devices:
+            raise InvalidInputError(f"{source}: stages: {len(self.stages)} stages on {used} "
+                                    f"devices for hardware.devices {self.hardware.devices}")
+
+    def _check_numbers(self, source: str) -> None:
+        """Numbers a hand edit can make disagree: each is recomputed from the stages."""
+        if self.solver.status is Status.INFEASIBLE:
+            raise InvalidInputError(f"{source}: solver/status: 'infeasible' for a plan with stages")
+        rank = 0
+        for st in self.stages:
+            for name in ("latency_s", "compute_s", "transfer_in_s"):
+                if not math.isfinite(getattr(st, name)):
+                    raise InvalidInputError(f"{source}: stages/{st.index}/{name}: must be finite, "
+                                            f"got {getattr(st, name)}")
+            if st.device_rank != rank:
+                raise InvalidInputError(f"{source}: stages/{st.index}/device_rank: expected {rank} "
+                                        f"(after the devices of the stages before), got "
+                                        f"{st.device_rank}")
+            rank += st.tp_degree
+            if st.headroom_bytes != self.hardware.capacity_bytes - st.memory_bytes:
+                raise InvalidInputError(f"{source}: stages/{st.index}/headroom_bytes: "
+                                        f"{st.headroom_bytes} is not capacity - memory_bytes")
+        times = [st.latency_s for st in self.stages]
+        claimed = self.objective["max_stage_latency_s"]
+        if not _close(claimed, max(times)):
+            raise InvalidInputError(f"{source}: objective/max_stage_latency_s: {claimed} is not the "
+                                    f"largest stage latency {max(times)}")
+        for key, expected in (("num_stages", len(self.stages)),
+                              ("bottleneck_stage", times.index(max(times)))):
+            if key in self.objective and self.objective[key] != expected:
+                raise InvalidInputError(f"{source}: objective/{key}: expected {expected}, got "
+                                        f"{self.objective[key]}")
+        wl = self.workload
+        for key in ("batch", "micro_batch", "seq_len"):
+            value = wl.get(key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InvalidInputError(f"{source}: workload/{key}: must be a whole number >= 1, "
+                                        f"got {value!r}")
+        if isinstance(wl.get("batch"), int) and isinstance(wl.get("micro_batch"), int) and \
+                wl["micro_batch"] > wl["batch"]:
+            raise InvalidInputError(f"{source}: workload/micro_batch: {wl['micro_batch']} exceeds "
+                                    f"batch {wl['batch']}")
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-300)
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path}: expected a JSON object")
+    return Plan.from_dict(data, source=str(path))
