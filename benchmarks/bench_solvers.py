@@ -11,11 +11,11 @@ against the others on the same instance.
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import sys
 import time
-from pathlib import Path
+
+from common import write_csv
 
 from solver import ILP_BACKENDS, SolveOptions, random_problem, solve
 
@@ -78,12 +78,7 @@ def main() -> int:
     parser.add_argument("--out", default="results/bench_solvers.csv")
     args = parser.parse_args()
     rows = run(QUICK if args.quick else FULL, args.repeat, args.time_limit, args.seed)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    out = write_csv(args.out, rows)
     print(f"machine: {platform.processor() or platform.machine()}, python "
           f"{platform.python_version()}; best of {args.repeat}")
     print("| method | ILP hint | n | K | status | seconds |")

@@ -10,13 +10,14 @@ results/startup.csv and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import write_csv
 
 HEAVY = ("torch", "pandas", "networkx", "ortools", "pulp", "highspy", "matplotlib")
 CASES = [
@@ -48,12 +49,7 @@ def main() -> int:
     done = subprocess.run([sys.executable, "-c", LOADED], cwd=root, check=True,
                           capture_output=True, text=True)
     heavy = json.loads(done.stdout)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    print(f"written to {write_csv(args.out, rows)}")
     print("| command | median (s) | best (s) |")
     print("|---|---:|---:|")
     for r in rows:

@@ -9,12 +9,11 @@ results/bench_variants.csv and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from common import write_csv
 
 from solver import ILP_BACKENDS, Link, Residency, SolveOptions, TensorParallel, random_problem, solve
 from solver.algorithms import tp_dp
@@ -64,12 +63,7 @@ def main() -> int:
                                  "gap": part.gap, "reference_s": reference,
                                  "agrees_with_reference": agree})
                     print(rows[-1], file=sys.stderr, flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    print(f"written to {write_csv(args.out, rows)}")
     print("| variant | backend | seed | warm start | status | seconds |")
     print("|---|---|---:|---|---|---:|")
     for r in rows:

@@ -16,8 +16,9 @@ pandas, solver backend or torch until something needs them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -114,17 +115,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    package = _EXPORTS.get(name)
-    if package is None:
-        raise AttributeError(f"module 'solver' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"solver.{package}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # what type checkers and editors see

@@ -42,6 +42,7 @@ from ...core.problem import Problem
 from ...core.status import Status
 from ..base import SolveOptions
 from ..parametric import minmax_partition
+from .answer import no_solution
 from .backends import IlpBackend
 from .model import MilpModel, Row, TimeScale
 from .segments import chain_of, flow_rows, start_time_rows
@@ -215,8 +216,7 @@ def solve_canonical(problem: Problem, options: SolveOptions, backend: IlpBackend
             return Partition((), Status.INFEASIBLE, None, lb, "ilp", backend=backend.name,
                              diagnosis=diagnose(problem) or "the ILP found no feasible partition",
                              info=record)
-        raise SolverError(f"ilp ({backend.name}): no solution within {options.time_limit_s:g} s "
-                          f"(backend status {result.status})")
+        raise no_solution(backend, options, result)
     raw = model.bounds_of(result.values)
     check_partition(problem, raw)
     objective = problem.objective(raw)

@@ -25,6 +25,7 @@ from ...core.problem import Problem
 from ...core.status import Status
 from ..base import SolveOptions
 from ..parametric import minmax_partition
+from .answer import Decided, settle
 from .backends import IlpBackend
 from .model import MilpModel, Row, TimeScale
 from .segments import chain_of, flow_rows
@@ -138,23 +139,14 @@ def solve_tiered(problem: Problem, options: SolveOptions, backend: IlpBackend) -
     result = backend.solve(model, options, t0)
     info: dict[str, object] = {"segments": m, "backend_status": result.status, **result.info,
                                "warm_start": None if warm is None else warm[2]}
-    if result.values is None:
-        if warm is None:
-            if result.infeasible:
-                return _infeasible(problem, backend, info)
-            raise SolverError(f"ilp ({backend.name}): no solution within "
-                              f"{options.time_limit_s:g} s (backend status {result.status})")
-        objective = _worst(problem, warm[0], warm[1])
-        bound = max(floor, result.bound_s) if result.bound_s is not None else floor
-        return Partition(warm[0], Status.FEASIBLE, objective, min(bound, objective), "ilp",
-                         backend=backend.name, resident=warm[1], info=info)
-    picked = chain_of(starts, ends, result.values[:m], n)
-    bounds = (*starts[picked].tolist(), n)
-    resident = tuple(bool(v) for v in result.values[m:].tolist())
-    objective = _worst(problem, bounds, resident)
-    if result.proven:
-        return Partition(bounds, Status.OPTIMAL, objective, objective, "ilp",
-                         backend=backend.name, resident=resident, info=info)
-    bound = max(floor, result.bound_s) if result.bound_s is not None else floor
-    return Partition(bounds, Status.FEASIBLE, objective, min(bound, objective), "ilp",
-                     backend=backend.name, resident=resident, info=info)
+
+    def decided(bounds: tuple[int, ...], resident: tuple[bool, ...]) -> Decided:
+        return Decided(bounds, _worst(problem, bounds, resident), {"resident": resident})
+
+    def decode(values: np.ndarray) -> Decided:
+        picked = chain_of(starts, ends, values[:m], n)
+        return decided((*starts[picked].tolist(), n), tuple(bool(v) for v in values[m:].tolist()))
+
+    return settle(result, backend=backend, options=options, decode=decode, floor=floor,
+                  warm=None if warm is None else decided(warm[0], warm[1]),
+                  infeasible=lambda: _infeasible(problem, backend, info), info=info)

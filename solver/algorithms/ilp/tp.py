@@ -22,6 +22,7 @@ from ...core.problem import Problem
 from ...core.status import Status
 from ..base import SolveOptions
 from ..dp import tp_dp
+from .answer import Decided, settle
 from .backends import IlpBackend
 from .model import MilpModel, Row, TimeScale
 from .segments import chain_of, flow_rows, start_time_rows
@@ -72,22 +73,13 @@ def solve_tp(problem: Problem, options: SolveOptions, backend: IlpBackend) -> Pa
     result = backend.solve(model, options, t0)
     info: dict[str, object] = {"segments": len(s_arr), "backend_status": result.status,
                                **result.info, "warm_start": None if warm is None else warm[0]}
-    if result.values is None:
-        if warm is None:
-            if result.infeasible:
-                return _infeasible(problem, backend, info)
-            raise SolverError(f"ilp ({backend.name}): no solution within "
-                              f"{options.time_limit_s:g} s (backend status {result.status})")
-        bound = max(floor, result.bound_s) if result.bound_s is not None else floor
-        return Partition(warm[1], Status.FEASIBLE, warm[0], min(bound, warm[0]), "ilp",
-                         backend=backend.name, tp_degrees=warm[2], info=info)
-    picked = chain_of(s_arr, e_arr, result.values, n)
-    bounds = (*s_arr[picked].tolist(), n)
-    degrees = tuple(d_arr[picked].tolist())
-    objective = float(t_arr[picked].max())
-    if result.proven:
-        return Partition(bounds, Status.OPTIMAL, objective, objective, "ilp",
-                         backend=backend.name, tp_degrees=degrees, info=info)
-    bound = max(floor, result.bound_s) if result.bound_s is not None else floor
-    return Partition(bounds, Status.FEASIBLE, objective, min(bound, objective), "ilp",
-                     backend=backend.name, tp_degrees=degrees, info=info)
+
+    def decode(values: np.ndarray) -> Decided:
+        picked = chain_of(s_arr, e_arr, values, n)
+        return Decided((*s_arr[picked].tolist(), n), float(t_arr[picked].max()),
+                       {"tp_degrees": tuple(d_arr[picked].tolist())})
+
+    return settle(result, backend=backend, options=options, decode=decode, floor=floor,
+                  warm=None if warm is None else Decided(warm[1], warm[0],
+                                                         {"tp_degrees": warm[2]}),
+                  infeasible=lambda: _infeasible(problem, backend, info), info=info)
