@@ -1,4 +1,4 @@
-"""Shared test helpers: a brute-force reference solver (random chains: solver.synthetic)."""
+"""Shared test helpers: a brute-force reference solver (random chains: solver.core.synthetic)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def brute_force(problem: Problem) -> float:
 
 
 def stage_memory_direct(problem: Problem, s: int, e: int) -> int:
-    """Stage memory straight from design.md's formulas, independent of Problem's prefix sums."""
+    """Stage memory straight from the README's formulas, independent of Problem's prefix sums."""
     w = problem.weight_bytes.tolist()
     a = problem.activation_bytes.tolist()
     b = problem.buffer_bytes.tolist()

@@ -218,3 +218,32 @@ def test_interrupt_is_exit_130(monkeypatch, capsys) -> None:
     monkeypatch.setattr(zoo, "run", interrupted)
     assert main(["zoo"]) == 130
     assert capsys.readouterr().err == "cachepart: interrupted\n"
+
+
+def test_review_cases_are_one_line(tmp_path: Path, capsys) -> None:
+    """Inputs a review found ending in a traceback or in a wrong name for the option."""
+    hbm = _chain(tmp_path, layers=[{"name": "a", "weight_bytes": 10, "activation_bytes": 1,
+                                    "latency_s": 1.0, "latency_hbm_s": "x"}])
+    assert main(["solve", hbm, "-k", "1", "-c", "l2", "--residency", "partial"]) == 2
+    assert "layer 'a'.latency_hbm_s: expected a number, got 'x'" in capsys.readouterr().err
+    slow = _chain(tmp_path, layers=[{"name": "a", "weight_bytes": 10, "activation_bytes": 1,
+                                     "latency_s": 1e308},
+                                    {"name": "b", "weight_bytes": 10, "activation_bytes": 1,
+                                     "latency_s": 1.0}])
+    assert main(["solve", slow, "-k", "2", "-c", "1GB"]) == 2
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "latency_s: the layers' latencies add up to 1e+308 s" in err
+    many = [{"name": f"l{i}", "weight_bytes": 10, "activation_bytes": 1, "latency_s": 1.0}
+            for i in range(4001)]
+    big = _chain(tmp_path, layers=many)
+    assert main(["compare", big, "-k", "8", "-c", "10MB", "--methods", "dp"]) == 2
+    assert "cachepart: error: --methods: dp: 4001 layers is more than" in capsys.readouterr().err
+    plan = tmp_path / "plan.json"
+    assert main(["solve", _chain(tmp_path), "-k", "3", "-c", "300MB", "-q", "-o", str(plan)]) == 0
+    assert main(["plot", str(plan), "-o", ""]) == 2
+    assert main(["plot", str(plan), "-o", str(tmp_path / "no" / "p.png")]) == 2
+    assert "--output: " in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert main(["solve", _chain(tmp_path), "-k", "3", "-c", "300MB", "-q",
+                 "--devices-per-node", "0"]) == 0
+    assert "--devices-per-node 0 applies to --tp only" in capsys.readouterr().err

@@ -254,3 +254,96 @@ def test_cli_tp_and_residency_plans(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "cachepart: error: --method: method 'greedy' does not support tensor_parallel" in err
     assert err.count("error") == 1
+
+
+# ----- what a status means where solver tolerances meet near-ties (found by review) ----------
+def _tie_problem(eps_t: float, eps_ar: float) -> Problem:
+    """Two layers whose best plans differ by about 1e-7 relative: within a MIP's tolerance."""
+    p = Problem(names=("a", "b"), weight_bytes=[10, 10], activation_bytes=[1, 1],
+                buffer_bytes=[0, 0], latency_s=[1.0, 1.0], capacity_bytes=10**6, max_stages=2,
+                link=Link(bandwidth_bytes_per_s=1e30, latency_s=eps_t))
+    return p.replace(tensor_parallel=TensorParallel((1, 2), 2, np.array([1, 0]),
+                                                    Link(1e30, eps_ar / 2)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("eps", [(3e-7, 1e-7), (1e-7, 3e-7), (5e-7, 1e-9), (1e-9, 5e-7)])
+@pytest.mark.parametrize("use_hint", [True, False])
+def test_tp_status_is_certified_by_the_exact_dp(backend: str, eps: tuple[float, float],
+                                               use_hint: bool) -> None:
+    problem = _tie_problem(*eps)
+    exact = tp_dp(problem)
+    assert exact is not None
+    part = solve(problem, "ilp", SolveOptions(backend=backend, use_hint=use_hint))
+    assert part.objective is not None and part.bound is not None
+    assert part.bound <= exact[0] <= part.objective
+    if part.status is Status.OPTIMAL:
+        assert part.objective == exact[0]
+    else:
+        assert part.status is Status.FEASIBLE and part.gap is not None and part.gap > 0
+
+
+def _tiered_rounding_problem() -> Problem:
+    """Twelve layers each saving 0.4 units of a CP-SAT scale by staying on chip: rounded alone,
+    every saving is 0."""
+    n, res = 12, np.ones(12)
+    p = Problem(names=tuple(f"l{i}" for i in range(n)), weight_bytes=[10] * n,
+                activation_bytes=[1] * n, buffer_bytes=[0] * n, latency_s=res,
+                capacity_bytes=10**6, max_stages=1)
+    return p.replace(residency=Residency(res, res + 0.4 * 12e-9))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("use_hint", [True, False])
+def test_tiered_status_and_bound_hold_under_solver_tolerances(backend: str, seed: int,
+                                                              use_hint: bool) -> None:
+    """Savings of 1e-6 relative (a MIP's tolerance), 1000x (a coarse time unit), and a CP-SAT
+    rounding pile-up: the bound stays valid, OPTIMAL stays within 1e-5 of the optimum."""
+    base = random_problem(seed, 2 + seed, tightness=0.2)
+    rng = np.random.default_rng(seed)
+    for ratio in (1 + rng.uniform(0, 1e-6, base.n), rng.uniform(1, 1000, base.n)):
+        problem = base.replace(residency=Residency(base.latency_s, base.latency_s * ratio))
+        expected = _tiered_brute(problem)
+        part = solve(problem, "ilp", SolveOptions(backend=backend, use_hint=use_hint))
+        if math.isinf(expected):
+            assert part.status is Status.INFEASIBLE
+            continue
+        assert part.bound is not None and part.bound <= expected * (1 + 1e-12)
+        assert part.objective is not None and part.objective >= expected * (1 - 1e-12)
+        assert part.objective <= expected * (1 + 1e-5), part
+    rounding = _tiered_rounding_problem()
+    part = solve(rounding, "ilp", SolveOptions(backend=backend, use_hint=use_hint))
+    assert part.bound is not None and part.bound <= 12.0
+    assert part.objective is not None and part.objective == pytest.approx(12.0, rel=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_plan_over_capacity_by_a_tolerance_is_repaired(backend: str) -> None:
+    """Three layers whose weights overfill 50 MiB by one byte when all stay on chip (CBC once
+    kept all three): the answer fits, and is the optimum (two resident)."""
+    w = 17_476_257
+    problem = Problem(names=("l0", "l1", "l2"), weight_bytes=[w] * 3, activation_bytes=[10] * 3,
+                      buffer_bytes=[0] * 3, latency_s=[1.0] * 3, capacity_bytes=52_428_800,
+                      max_stages=1)
+    problem = problem.replace(residency=Residency(np.ones(3), np.full(3, 2.0)))
+    part = solve(problem, "ilp", SolveOptions(backend=backend, use_hint=False))
+    assert part.objective == 4.0 and part.resident is not None and sum(part.resident) == 2
+    check_partition(problem, part.bounds, resident=part.resident)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_byte_rows_and_device_counts_solve(backend: str) -> None:
+    """Petabyte weights (HiGHS refuses coefficients >= 1e15) and K beyond int64 (CP-SAT's rows)
+    are scaled or clamped, not crashes."""
+    n = 3
+    big = Problem(names=("l0", "l1", "l2"), weight_bytes=[10**15] * n, activation_bytes=[10] * n,
+                  buffer_bytes=[0] * n, latency_s=[1.0] * n, capacity_bytes=52_428_800,
+                  max_stages=1)
+    part = solve(big.replace(residency=Residency(np.ones(n), np.full(n, 2.0))), "ilp",
+                 SolveOptions(backend=backend))
+    assert part.objective == 6.0 and part.resident == (False,) * n
+    many = random_problem(1, 6).replace(max_stages=10**20)
+    assert solve(many, "ilp", SolveOptions(backend=backend)).status is Status.OPTIMAL
+    assert solve(_tp(many), "ilp", SolveOptions(backend=backend)).status is Status.OPTIMAL
+    assert solve(_tp(many), "dp").status is Status.OPTIMAL

@@ -95,6 +95,22 @@ def test_problem_json_round_trip() -> None:
     assert again.stage_time(2, 5) == problem.stage_time(2, 5)
 
 
+def test_extended_problem_and_partition_json_round_trip() -> None:
+    from solver import Link, Partition, Residency, TensorParallel, solve
+
+    base = random_problem(5, 8, max_stages=6)
+    tp = base.replace(tensor_parallel=TensorParallel((1, 2), 2, base.activation_bytes, Link(1e6)))
+    res = base.replace(residency=Residency(base.latency_s, base.latency_s * 2))
+    for problem in (tp, res):
+        again = Problem.from_dict(json.loads(json.dumps(problem.to_dict())))
+        assert again == problem and again.extensions == problem.extensions
+        assert again != base
+        part = solve(problem, "ilp")
+        back = Partition.from_dict(json.loads(json.dumps(part.to_dict())))
+        assert back == part
+        assert (back.tp_degrees, back.resident) == (part.tp_degrees, part.resident)
+
+
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda d: d["layers"][1].pop("latency_s"), r"layers\[1\] \('block0'\): missing field 'latency_s'"),
     (lambda d: d["layers"][0].update(weight_bytes=-5), r"'embed'.weight_bytes: must be >= 0, got -5"),

@@ -16,7 +16,7 @@ import solver
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "pandas", "networkx", "ortools", "pulp", "highspy", "matplotlib")
 
-# Which of the package's own parts each part may import (design.md: cli -> analysis, runner,
+# Which of the package's own parts each part may import (the project's design notes: cli -> analysis, runner,
 # plan -> algorithms -> core; frontend and hardware -> core; models -> nothing of solver).
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..core.errors import InvalidInputError
 from ..core.extensions import Extension
+from ..core.link import check_whole
 from ..core.partition import Partition
 from ..core.problem import Problem
 
@@ -48,9 +49,7 @@ class SolveOptions:
         if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
             raise InvalidInputError(f"must be a finite number of seconds > 0, got {t!r}",
                                     field="time_limit_s")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise InvalidInputError(f"must be a whole number >= 1, got {self.workers!r}",
-                                    field="workers")
+        check_whole(self.workers, "workers")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or \
                 not 0 <= self.seed < 2**31:
             raise InvalidInputError(f"must be a whole number in 0..2^31-1, got {self.seed!r}",

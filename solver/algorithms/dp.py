@@ -78,7 +78,7 @@ def tp_dp(problem: Problem) -> tuple[float, tuple[int, ...], tuple[int, ...]] | 
     if tp is None:
         raise InvalidInputError("the problem has no tensor-parallel extension",
                                 field="tensor_parallel")
-    n, k = problem.n, problem.max_stages
+    n, k = problem.n, problem.stage_limit  # devices beyond n x the widest degree cannot be used
     mats = {t: stage_time_matrix(problem, t) for t in tp.degrees if t <= k}
     f = np.full((k + 1, n + 1), np.inf)
     f[:, 0] = 0.0

@@ -2,7 +2,7 @@
 
 The optimal bottleneck is one of the stage times T(s, e) of stages that fit the capacity. For a
 trial value z, feasibility (at most K stages, each fitting and taking <= z) is decided in
-O(n log n) by the reach arrays of :mod:`solver.feasibility`. Each row s of the candidate set is
+O(n log n) by the reach arrays of :mod:`solver.core.feasibility`. Each row s of the candidate set is
 sorted in e, so the candidates strictly between the best infeasible value ``lo`` and the best
 feasible value ``hi`` can be counted row by row with binary searches. The search probes a
 uniformly drawn candidate from that open interval (a seeded generator, so runs repeat) until no

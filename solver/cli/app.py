@@ -44,10 +44,13 @@ def build_parser() -> Parser:
 
 
 def _option(parser: argparse.ArgumentParser, field: str) -> str | None:
+    """The option that sets ``field`` in ``parser``: its own name, the table's, or the plural
+    (a command that takes several methods names ``method`` errors by ``--methods``)."""
     dest = FIELD_OPTIONS.get(field, field)
-    for action in parser._actions:
-        if action.dest == dest and action.option_strings:
-            return max(action.option_strings, key=len)
+    for name in (dest, f"{dest}s"):
+        for action in parser._actions:
+            if action.dest == name and action.option_strings:
+                return max(action.option_strings, key=len)
     return None
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..core.errors import InvalidInputError
+from ..core.files import check_output_path
 from .exit_codes import ExitCode
 
 __all__ = ["FORMATS", "register"]
@@ -29,7 +30,10 @@ def _run(args: argparse.Namespace) -> int:
     from ..analysis.plots import plot_plan
     from ..plan import load_plan
 
+    if args.output is not None and not args.output.strip():
+        raise InvalidInputError("empty path", field="output")
     out = Path(args.output or str(args.plan).removesuffix(".json") + ".png")
+    check_output_path(str(out), "output")  # before the work, and no folder is made
     if out.suffix.lower() not in FORMATS:
         raise InvalidInputError(f"{str(out)!r}: the figure format comes from the file name's "
                                 f"ending, one of {', '.join(FORMATS)}", field="output")

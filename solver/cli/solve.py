@@ -101,15 +101,15 @@ def _with_extensions(args: argparse.Namespace, loaded: Any, problem: Any, tier: 
                 loaded.graph, degrees, args.devices_per_node, link))
     if args.residency == "partial":
         if args.profile:
-            raise InvalidInputError("cannot use --profile (a profile has one latency per layer; "
-                                    "residency needs an on-chip and a streamed one)",
-                                    field="residency")
+            raise InvalidInputError("--residency partial: cannot use --profile (a profile has one "
+                                    "latency per layer; residency needs an on-chip and a "
+                                    "streamed one)")
         device = get_device(args.device)
         if tier is None or tier == device.main_memory:
             raise InvalidInputError(
-                f"--capacity {args.capacity} is not an on-chip tier below {args.device}'s main "
-                "memory; give one (for example l2) with a zoo, spec or HF model, so each layer "
-                "has an on-chip and a streamed latency", field="residency")
+                f"--residency partial: --capacity {args.capacity} is not an on-chip tier below "
+                f"{args.device}'s main memory; give one (for example l2) with a zoo, spec or HF "
+                "model, so each layer has an on-chip and a streamed latency")
         problem = problem.replace(residency=residency_for(loaded.graph))
     return problem
 
@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output is not None and not args.output.strip():
         raise InvalidInputError("empty path", field="output")
+    if args.tp is None and args.devices_per_node != 8:
+        warn(f"--devices-per-node {args.devices_per_node} applies to --tp only; ignored")
     if args.solver != DEFAULT_BACKEND and args.method not in ("ilp", AUTO):
         warn(f"--solver {args.solver} applies to --method ilp only; --method {args.method} "
              "ignores it")

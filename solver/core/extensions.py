@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InvalidInputError
-from .link import Link
+from .link import Link, check_whole
 
 if TYPE_CHECKING:
     from .problem import Problem
@@ -70,12 +70,6 @@ def default_allreduce_bytes(kinds: Sequence[str | None], activation_bytes: np.nd
     return np.asarray(counts, dtype=np.int64) * np.asarray(activation_bytes, dtype=np.int64)
 
 
-def _whole(value: object, field: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
-        raise InvalidInputError(f"must be a whole number >= {least}, got {value!r}", field=field)
-    return int(value)
-
-
 @dataclass(frozen=True, eq=False)
 class TensorParallel:
     """The tensor-parallel freedom: the degrees a stage may use, and what their all-reduces cost."""
@@ -88,11 +82,11 @@ class TensorParallel:
     """The intra-node link the all-reduces use."""
 
     def __post_init__(self) -> None:
-        per_node = _whole(self.devices_per_node, "devices_per_node", 1)
+        per_node = check_whole(self.devices_per_node, "devices_per_node", 1)
         if not self.degrees or isinstance(self.degrees, str):
             raise InvalidInputError(f"must be whole numbers >= 1, got {self.degrees!r}",
                                     field="tp_degrees")
-        degrees = [_whole(t, "tp_degrees", 1) for t in self.degrees]
+        degrees = [check_whole(t, "tp_degrees", 1) for t in self.degrees]
         if 1 not in degrees:
             raise InvalidInputError(f"must include 1 (a stage on one device), got "
                                     f"{list(self.degrees)}", field="tp_degrees")
@@ -102,7 +96,11 @@ class TensorParallel:
                                     field="tp_degrees")
         if not isinstance(self.link, Link):
             raise InvalidInputError(f"expected a Link, got {self.link!r}", field="tp_link")
-        arb = np.asarray(self.allreduce_bytes, dtype=np.float64)
+        try:
+            arb = np.asarray(self.allreduce_bytes, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError("expected one byte count per layer",
+                                    field="allreduce_bytes") from None
         if arb.ndim != 1 or np.any(~np.isfinite(arb)) or np.any(arb < 0):
             raise InvalidInputError("expected one byte count >= 0 per layer",
                                     field="allreduce_bytes")
@@ -131,11 +129,14 @@ class Residency:
     streamed_latency_s: np.ndarray
 
     def __post_init__(self) -> None:
-        res = np.asarray(self.resident_latency_s, dtype=np.float64)
-        stream = np.asarray(self.streamed_latency_s, dtype=np.float64)
+        try:
+            res = np.asarray(self.resident_latency_s, dtype=np.float64)
+            stream = np.asarray(self.streamed_latency_s, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError("latencies must be numbers", field="residency") from None
         if res.ndim != 1 or res.shape != stream.shape or np.any(~np.isfinite(res)) \
                 or np.any(~np.isfinite(stream)) or np.any(res < 0) \
-                or np.any(stream < res - 1e-15):
+                or np.any(stream < res - 1e-15) or not math.isfinite(sum(stream.tolist())):
             raise InvalidInputError("streamed latencies must be >= resident ones >= 0, one of "
                                     "each per layer", field="residency")
         res.setflags(write=False)

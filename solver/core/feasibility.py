@@ -91,7 +91,7 @@ def lower_bound(problem: Problem) -> float:
     its compute / t, and the degrees sum to at most K). Residency: the canonical bound with
     every layer at its resident (fastest) latency."""
     if problem.tensor_parallel is not None:
-        return float(problem.prefix_latency[-1]) / problem.max_stages * (1 - 1e-12)
+        return float(problem.prefix_latency[-1]) / problem.stage_limit * (1 - 1e-12)
     if problem.residency is not None:
         problem = problem.replace(latency_s=problem.residency.resident_latency_s, residency=None)
     t = problem.latency_s

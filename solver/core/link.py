@@ -8,10 +8,13 @@ from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["MAX_BYTES", "Link", "check_number"]
+__all__ = ["MAX_BYTES", "MAX_SECONDS", "Link", "check_number", "check_whole"]
 
 MAX_BYTES = 2**62
 """Byte counts stay below this so sums over a stage fit int64."""
+MAX_SECONDS = 1e12
+"""A chain's times (all its layers, one transfer) stay below this (31,000 years), so sums and
+searches over them stay finite."""
 
 
 def check_number(value: Any, where: str, *, positive: bool = False, integral: bool = False) -> float:
@@ -30,6 +33,14 @@ def check_number(value: Any, where: str, *, positive: bool = False, integral: bo
     if integral and number >= MAX_BYTES:
         raise InvalidInputError(f"{value!r} bytes is beyond the 2^62 this tool counts", field=where)
     return number
+
+
+def check_whole(value: Any, field: str, least: int = 1) -> int:
+    """``value`` as an int, or InvalidInputError naming ``field``: a whole number >= ``least``
+    (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InvalidInputError(f"must be a whole number >= {least}, got {value!r}", field=field)
+    return int(value)
 
 
 @dataclass(frozen=True)

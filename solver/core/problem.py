@@ -1,4 +1,4 @@
-"""The canonical problem as plain arrays (design.md), lowered from a LayerGraph.
+"""The canonical problem as plain arrays (README: "The problem every method solves").
 
 Stages are half-open index ranges [s, e) over the layers in execution order:
 - memory, additive (the paper's formula): sum over the stage of w + a + b;
@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .extensions import Extension, Residency, TensorParallel
-from .link import MAX_BYTES, Link
+from .link import MAX_BYTES, MAX_SECONDS, Link, check_whole
 
 __all__ = ["MemoryModel", "Problem"]
 
@@ -54,7 +54,10 @@ class MemoryModel(str, Enum):
 
 
 def _as_array(values: Any, name: str, dtype: type) -> np.ndarray:
-    arr = np.array(values, dtype=np.float64)
+    try:
+        arr = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError("expected a 1-D list of numbers", field=name) from None
     if arr.ndim != 1:
         raise InvalidInputError("expected a 1-D list of numbers", field=name)
     bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
@@ -117,10 +120,7 @@ class Problem:
             raise InvalidInputError(f"must be a positive byte count, got {self.capacity_bytes!r}",
                                     field="capacity_bytes")
         put(self, "capacity_bytes", int(self.capacity_bytes))
-        if isinstance(self.max_stages, bool) or not isinstance(self.max_stages, int) \
-                or self.max_stages < 1:
-            raise InvalidInputError(f"must be a whole number >= 1, got {self.max_stages!r}",
-                                    field="max_stages")
+        put(self, "max_stages", check_whole(self.max_stages, "max_stages"))
         put(self, "memory_model", MemoryModel.of(self.memory_model))
         if self.input_bytes < 0:
             raise InvalidInputError(f"must be >= 0, got {self.input_bytes!r}", field="input_bytes")
@@ -138,6 +138,13 @@ class Problem:
             raise InvalidInputError(f"byte counts beyond 2^62 (model {total}, capacity "
                                     f"{self.capacity_bytes}) would overflow int64 sums",
                                     field="capacity_bytes")
+        total = sum(self.latency_s.tolist())
+        if not total < MAX_SECONDS:
+            raise InvalidInputError(f"the layers' latencies add up to {total:.3g} s, beyond the "
+                                    f"{MAX_SECONDS:.0e} s this tool counts", field="latency_s")
+        if not float(self.transfer_s.max()) < MAX_SECONDS:
+            raise InvalidInputError(f"a transfer takes {float(self.transfer_s.max()):.3g} s, beyond "
+                                    f"the {MAX_SECONDS:.0e} s this tool counts", field="link")
         self._check_extensions()
 
     def _check_extensions(self) -> None:
@@ -171,6 +178,13 @@ class Problem:
         if self.residency is not None:
             on.add(Extension.RESIDENCY)
         return frozenset(on)
+
+    @property
+    def stage_limit(self) -> int:
+        """K, or fewer where K exceeds what a plan can use (one layer a device; a stage spans
+        at most the widest TP degree): what a formulation may count up to."""
+        widest = max(self.tensor_parallel.degrees) if self.tensor_parallel is not None else 1
+        return min(self.max_stages, self.n * widest)
 
     def canonical(self) -> Problem:
         """The same chain with every extension switched off."""

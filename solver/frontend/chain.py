@@ -1,4 +1,4 @@
-"""Chain JSON: the explicit input format (design.md), read into a LayerGraph and written back."""
+"""Chain JSON: the explicit input format (README: "Chain JSON"), read into a LayerGraph and written back."""
 
 from __future__ import annotations
 

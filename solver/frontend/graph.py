@@ -89,7 +89,7 @@ class LayerGraph:
             for name in required:
                 if name not in data:
                     raise InvalidInputError(f"layer {node!r}: missing field {name!r}")
-            for name in (*FOOTPRINT_FIELDS, "latency_s"):
+            for name in (*FOOTPRINT_FIELDS, "latency_s", "latency_hbm_s"):
                 if name in data:
                     check_number(data[name], f"layer {node!r}.{name}",
                                  integral=name in _BYTE_FIELDS)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import InvalidInputError
-from ..core.link import Link, check_number
+from ..core.link import Link, check_number, check_whole
 from .catalogue import DEVICES, Device, get_device
 
 __all__ = [
@@ -48,10 +48,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         for attr in ("nodes", "devices_per_node"):
-            value = getattr(self, attr)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"must be a whole number >= 1, got {value!r}",
-                                        field=f"cluster.{attr}")
+            check_whole(getattr(self, attr), f"cluster.{attr}")
 
     @property
     def size(self) -> int:

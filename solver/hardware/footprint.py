@@ -23,6 +23,7 @@ from typing import Any, Literal
 from models.layers import LayerDesc
 
 from ..core.errors import InvalidInputError
+from ..core.link import check_whole
 
 __all__ = ["DTYPE_BYTES", "LayerFootprint", "Workload", "footprints"]
 
@@ -45,9 +46,7 @@ class Workload:
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"must be a whole number >= 1, got {value!r}", field=name)
+            check_whole(getattr(self, name), name)
         mb = self.micro_batch
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int)
                                or not 1 <= mb <= self.batch):

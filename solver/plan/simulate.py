@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from ..core.errors import InvalidInputError
+from ..core.link import check_whole
 from .types import Plan
 
 __all__ = ["SimResult", "Slot", "simulate", "simulate_plan"]
@@ -103,12 +104,6 @@ class SimResult:
         data["utilisation"] = list(self.utilisation)
         data["slots"] = [asdict(s) for s in self.slots]
         return data
-
-
-def _whole(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInputError(f"must be a whole number >= {minimum}, got {value!r}", field=name)
-    return value
 
 
 def _stage_times(stage_times: Sequence[float]) -> tuple[float, ...]:
@@ -176,17 +171,17 @@ def simulate(
     tokens_per_microbatch (a last micro-batch that is only partly filled).
     """
     times = _stage_times(stage_times)
-    m = _whole(microbatches, "microbatches")
-    steps = _whole(decode_steps, "decode_steps")
+    m = check_whole(microbatches, "microbatches")
+    steps = check_whole(decode_steps, "decode_steps")
     if phase not in ("prefill", "decode", None):
         raise InvalidInputError(f"expected prefill or decode, got {phase!r}", field="phase")
     if phase == "prefill" and steps != 1:
         raise InvalidInputError(f"must be 1 in the prefill phase, got {steps}",
                                 field="decode_steps")
-    per_mb = None if tokens_per_microbatch is None else _whole(tokens_per_microbatch,
+    per_mb = None if tokens_per_microbatch is None else check_whole(tokens_per_microbatch,
                                                                "tokens_per_microbatch")
     if tokens is not None:
-        tokens = _whole(tokens, "tokens")
+        tokens = check_whole(tokens, "tokens")
     elif per_mb is not None:
         tokens = m * steps * per_mb
 
@@ -218,7 +213,7 @@ def simulate(
 
 def _workload_int(workload: dict[str, Any], key: str) -> int | None:
     value = workload.get(key)
-    return None if value is None else _whole(value, f"workload.{key}")
+    return None if value is None else check_whole(value, f"workload.{key}")
 
 
 def simulate_plan(plan: Plan, microbatches: int | None = None, decode_steps: int = 1) -> SimResult:
@@ -230,7 +225,7 @@ def simulate_plan(plan: Plan, microbatches: int | None = None, decode_steps: int
     (a chain JSON's plan) leaves tokens and throughputs None; the times are still simulated.
     """
     workload = plan.workload
-    steps = _whole(decode_steps, "decode_steps")
+    steps = check_whole(decode_steps, "decode_steps")
     # A workload without a phase is a prefill one (as Workload and build_plan read it); an empty
     # workload (a chain JSON's plan) says nothing, so the phase is unknown.
     phase = workload.get("phase", "prefill" if workload else None)
@@ -247,7 +242,7 @@ def simulate_plan(plan: Plan, microbatches: int | None = None, decode_steps: int
         m = -(-batch // micro) if batch is not None and micro is not None else 1
         sequences = batch
     else:
-        m = _whole(microbatches, "microbatches")
+        m = check_whole(microbatches, "microbatches")
         sequences = None if micro is None else m * micro
     # Tokens each sequence yields per pass; an unknown phase makes the count unknown.
     per_token = {"decode": 1, "prefill": seq_len, None: None}[phase]

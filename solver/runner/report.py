@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.units import format_bytes
 from ..plan.simulate import simulate_plan
 from ..plan.types import Plan
 
@@ -91,15 +92,6 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
 def format_report(report: RunReport) -> str:
     """A per-stage table of measured against predicted, and the totals."""
     head = f"{'stage':>5}  {'rank':>4}  {'layers':<22}  {'forward_s':>10}  {'predicted_s':>11}  " \
@@ -111,7 +103,7 @@ def format_report(report: RunReport) -> str:
         span = st.layers[0] if len(st.layers) == 1 else f"{st.layers[0]} .. {st.layers[-1]}"
         ratio = st.forward_s / st.predicted_s if st.predicted_s > 0 else float("nan")
         lines.append(f"{st.index:>5}  {st.rank:>4}  {span:<22}  {st.forward_s:>10.4g}  "
-                     f"{st.predicted_s:>11.4g}  {ratio:>8.3g}  {_bytes(st.peak_memory_bytes):>12}")
+                     f"{st.predicted_s:>11.4g}  {ratio:>8.3g}  {format_bytes(st.peak_memory_bytes):>12}")
     pred = report.predicted
     tps = "-" if report.tokens_per_s is None else f"{report.tokens_per_s:,.0f}"
     ptps = pred.get("tokens_per_s")

@@ -1,8 +1,15 @@
-"""Turning a backend's result into an answer: what every formulation decides the same way.
+"""Turning a backend's result into an answer: what every extended formulation decides alike.
 
-No solution: infeasible when the backend says so and there was no warm start, the warm start
-(unproven) when there was one, else a SolverError (exit 4): nothing within the time limit. A
-solution: OPTIMAL only when the backend proved it, else FEASIBLE with the best valid bound.
+- No solution and no warm start: INFEASIBLE when the backend says so, else a SolverError (exit 4:
+  nothing within the time limit).
+- Otherwise the answer is the better of the backend's plan and the warm start, re-evaluated in
+  floating point by the caller's ``decode``.
+- With an exact optimum to certify against (tensor parallelism: the exact DP), the bound is that
+  optimum and the answer is OPTIMAL only when the backend proved it and it reaches the optimum.
+- Without one (tiered residency), the bound is the backend's, made valid for its resolution, and
+  the answer is OPTIMAL when the backend proved it and it is within ``TOLERANCE`` (relative) of
+  that bound: a MIP proves optimality only to its feasibility tolerance (1e-6 of the time unit),
+  and CP-SAT to the rounding of its scaled coefficients.
 """
 
 from __future__ import annotations
@@ -14,13 +21,19 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import SolverError
-from ...core.partition import Partition
+from ...core.feasibility import diagnose
+from ...core.partition import Partition, relative_gap
+from ...core.problem import Problem
 from ...core.status import Status
 from ..base import SolveOptions
 from .backends import IlpBackend
 from .model import MilpResult
 
-__all__ = ["Decided", "no_solution", "settle"]
+__all__ = ["TOLERANCE", "Decided", "infeasible", "no_solution", "settle"]
+
+TOLERANCE = 1e-5
+"""Relative distance to a valid bound within which a backend's proof counts as optimal, where
+no exact certificate exists."""
 
 
 @dataclass(frozen=True)
@@ -38,22 +51,36 @@ def no_solution(backend: IlpBackend, options: SolveOptions, result: MilpResult) 
                        f"(backend status {result.status})")
 
 
+def infeasible(problem: Problem, backend: IlpBackend, info: dict[str, Any],
+               otherwise: str) -> Partition:
+    """The INFEASIBLE answer, with the problem's diagnosis (or ``otherwise``)."""
+    return Partition((), Status.INFEASIBLE, None, None, "ilp", backend=backend.name,
+                     diagnosis=diagnose(problem) or otherwise, info=info)
+
+
 def settle(result: MilpResult, *, backend: IlpBackend, options: SolveOptions,
            decode: Callable[[np.ndarray], Decided], warm: Decided | None, floor: float,
-           infeasible: Callable[[], Partition], info: dict[str, Any]) -> Partition:
+           on_infeasible: Callable[[], Partition], info: dict[str, Any],
+           exact: float | None = None) -> Partition:
     """The answer ``result`` gives, by the rules of the module doc."""
-    if result.values is None:
-        if warm is None:
-            if result.infeasible:
-                return infeasible()
-            raise no_solution(backend, options, result)
-        answer, proven = warm, False
+    candidates = [] if result.values is None else [decode(result.values)]
+    if warm is not None:
+        candidates.append(warm)
+    if not candidates:
+        if result.infeasible:
+            return on_infeasible()
+        raise no_solution(backend, options, result)
+    answer = min(candidates, key=lambda c: c.objective)  # the backend's plan on a tie
+    proven = result.values is not None and result.proven
+    if exact is not None:
+        bound = exact
+        optimal = proven and relative_gap(answer.objective, exact) == 0.0
     else:
-        answer, proven = decode(result.values), result.proven
-    if proven:
-        status, bound = Status.OPTIMAL, answer.objective
-    else:
-        found = max(floor, result.bound_s) if result.bound_s is not None else floor
-        status, bound = Status.FEASIBLE, min(found, answer.objective)
-    return Partition(answer.bounds, status, answer.objective, bound, "ilp", backend=backend.name,
-                     info=info, **answer.fields)
+        bound = max(floor, result.bound_s) if result.bound_s is not None else floor
+        gap = relative_gap(answer.objective, min(bound, answer.objective))
+        optimal = proven and gap is not None and gap <= TOLERANCE
+    info["returned"] = "backend" if answer is candidates[0] and result.values is not None \
+        else "warm start"
+    return Partition(answer.bounds, Status.OPTIMAL if optimal else Status.FEASIBLE,
+                     answer.objective, min(bound, answer.objective), "ilp",
+                     backend=backend.name, info=info, **answer.fields)

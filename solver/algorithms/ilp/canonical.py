@@ -44,7 +44,7 @@ from ..base import SolveOptions
 from ..parametric import minmax_partition
 from .answer import no_solution
 from .backends import IlpBackend
-from .model import MilpModel, Row, TimeScale
+from .model import MilpModel, Row
 from .segments import chain_of, flow_rows, start_time_rows
 
 __all__ = ["SegmentModel", "build_segment_model", "solve_canonical"]
@@ -130,7 +130,7 @@ def _stage_counts(reach: np.ndarray, max_stages: int) -> tuple[np.ndarray, np.nd
 
 def build_segment_model(problem: Problem, incumbent: tuple[int, ...] | None) -> SegmentModel:
     """Candidate segments under the incumbent (if any), pruned as the module doc says."""
-    n, k = problem.n, problem.max_stages
+    n, k = problem.n, problem.stage_limit
     upper = problem.objective(incumbent) if incumbent is not None else float("inf")
     cap = problem.capacity_reach
     reach = cap if incumbent is None else np.minimum(cap, problem.time_reach(upper))
@@ -153,7 +153,7 @@ def to_milp(model: SegmentModel) -> MilpModel:
     n = model.problem.n
     rows = flow_rows(model.starts, model.ends, n)
     rows.append(Row(np.arange(model.size), np.ones(model.size), "<=",
-                    float(model.problem.max_stages), name="stages"))
+                    float(model.problem.stage_limit), name="stages"))
     rows += start_time_rows(model.starts, model.times, n)
     ref = model.upper if np.isfinite(model.upper) else float(model.times.max())
     hint = hint_z = None
@@ -161,7 +161,7 @@ def to_milp(model: SegmentModel) -> MilpModel:
         hint = model.mask_of(model.incumbent)
         hint_z = float(model.times[hint].max())
     return MilpModel("segments", model.size, rows, model.lower, float(model.times.max()),
-                     TimeScale(ref), hint, hint_z)
+                     ref, hint, hint_z)
 
 
 # ----- the method ---------------------------------------------------------------------------

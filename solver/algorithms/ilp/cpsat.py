@@ -1,10 +1,10 @@
 """A MilpModel on OR-Tools CP-SAT, which needs integer coefficients.
 
-Timed rows are scaled by the model's TimeScale (units of reference / 1e9 seconds), so the
-solver's objective is exact only to half a unit; every objective reported for a plan is
-recomputed in floating point from the answer, and the bound passed on is (best integer bound -
-0.5) / scale, less a sliver for the float product. Rows enforced by a binary use CP-SAT's
-enforcement literals.
+Timed rows count units of the model's largest time / 1e9 (model.py says why), so each
+coefficient is exact only to half a unit; every objective reported for a plan is recomputed in
+floating point from the answer, and the bound passed on is (best integer bound - half a unit
+for each rounded term a timed row can sum) / scale, less a sliver for the float product. Rows
+enforced by a binary use CP-SAT's enforcement literals.
 
 Determinism: with several workers CP-SAT's default parallel loop depends on thread timing.
 ``interleave_search`` runs the subsolvers in deterministic batches (sat_parameters.proto: "The
@@ -25,7 +25,7 @@ from ortools.sat.python import cp_model
 
 from ...core.errors import SolverError
 from ..base import SolveOptions
-from .model import MilpModel, MilpResult
+from .model import MilpModel, MilpResult, TimeScale
 
 __all__ = ["solve_cpsat"]
 
@@ -64,8 +64,9 @@ def _integers(values: np.ndarray, row: str) -> list[int]:
 
 def solve_cpsat(model: MilpModel, options: SolveOptions, t0: float) -> MilpResult:
     """Build and solve the CP-SAT model."""
-    ts = model.time_scale
+    ts = TimeScale(model.largest_time_s)
     scale = ts.scale
+    terms = model.rounded_terms
     hi = int(ts.to_int(model.z_upper_s))
     lo = min(max(0, math.floor(model.z_lower_s * scale) - 1), hi)
     cp = cp_model.CpModel()
@@ -100,7 +101,7 @@ def solve_cpsat(model: MilpModel, options: SolveOptions, t0: float) -> MilpResul
     if options.progress is not None:
         def report(value: float, bound: float) -> None:
             seconds = value / scale
-            floor = ts.int_bound_s(bound)
+            floor = ts.int_bound_s(bound, terms)
             options.report("ilp", time.perf_counter() - t0, seconds,
                            min(seconds, max(model.z_lower_s, floor if floor is not None
                                             else model.z_lower_s)))
@@ -113,7 +114,7 @@ def solve_cpsat(model: MilpModel, options: SolveOptions, t0: float) -> MilpResul
         raise SolverError(f"ilp (cpsat): the {model.name} model is invalid: {cp.validate()}")
     if status == cp_model.INFEASIBLE:
         return MilpResult(name, None, infeasible=True, info=info)
-    floor = ts.int_bound_s(solver.best_objective_bound)
+    floor = ts.int_bound_s(solver.best_objective_bound, terms)
     bound = model.z_lower_s if floor is None else max(model.z_lower_s, floor)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return MilpResult(name, None, bound_s=bound, info=info)

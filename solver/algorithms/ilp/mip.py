@@ -5,8 +5,9 @@ incumbent's bottleneck, else the costliest candidate) so that the MIP's absolute
 as relative ones whatever unit the latencies come in. The objective reported for a plan is
 recomputed from the answer by the caller, so the division costs nothing there; a MIP dual bound
 is relaxed by the integrality tolerance before it is passed on, since it only holds to
-tolerances. A row enforced by a binary becomes a big-M row, M being the largest amount by which
-the row's left side can exceed its right side.
+tolerances. Rows of whole numbers (bytes) are divided by their largest coefficient. A row
+enforced by a binary becomes a big-M row, M being the largest amount by which the row's left
+side can exceed its right side.
 
 Neither backend may print or leave files behind: output is off, CBC's model and solution files
 go to a private temporary directory, and HiGHS's one-off start-up banner (written by its C++
@@ -110,15 +111,18 @@ def _big_m(coef: np.ndarray, rhs: float, z_coef: float, z_low: float, z_high: fl
 
 
 def _build(model: MilpModel) -> tuple[pulp.LpProblem, list[Any], Any]:
-    unit = model.time_scale.unit_s
+    unit = model.time_unit_s if model.time_unit_s > 0 else 1.0
     prob = pulp.LpProblem(f"cachepart_{model.name}", pulp.LpMinimize)
     x = [prob.add_variable(f"x{k}", 0, 1, cat=pulp.LpBinary) for k in range(model.num_vars)]
     z_low = model.z_lower_s / unit
     z = prob.add_variable("z", lowBound=z_low, cat=pulp.LpContinuous)
     z_high = max(model.z_upper_s / unit, z_low)
     for row in model.rows:
-        coef = row.coef / unit if row.timed else row.coef.astype(np.float64)
-        rhs = row.rhs / unit if row.timed else float(row.rhs)
+        if row.timed:
+            coef, rhs = row.coef / unit, row.rhs / unit
+        else:  # byte rows: HiGHS refuses coefficients >= 1e15, so bring them near 1
+            size = max(1.0, float(np.abs(row.coef).max(initial=0.0)))
+            coef, rhs = row.coef.astype(np.float64) / size, float(row.rhs) / size
         terms = [(x[k], c) for k, c in zip(row.index.tolist(), coef.tolist(), strict=True)]
         if row.z_coef:
             terms.append((z, float(row.z_coef)))
@@ -142,7 +146,7 @@ def _build(model: MilpModel) -> tuple[pulp.LpProblem, list[Any], Any]:
 
 def solve_mip(model: MilpModel, options: SolveOptions, t0: float, which: str) -> MilpResult:
     """Solve ``model`` with ``which`` ('highs' or 'cbc') through PuLP."""
-    unit = model.time_scale.unit_s
+    unit = model.time_unit_s if model.time_unit_s > 0 else 1.0
     prob, x, z = _build(model)
     warm = model.hint is not None
     threads = max(1, int(options.workers))
@@ -163,8 +167,10 @@ def solve_mip(model: MilpModel, options: SolveOptions, t0: float, which: str) ->
             raise SolverError(f"ilp: no PuLP backend named {which!r}")
         try:
             prob.solve(solver)
-        except pulp.PulpSolverError as err:
-            raise SolverError(f"ilp ({which}): {err}") from err
+        except Exception as err:  # PuLP reads a rejected model's missing solution and fails
+            raise SolverError(f"ilp ({which}): the solver failed ({type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+                              ) from err
         if which == "highs":
             highs = prob.solverModel
             dual = float(highs.getInfo().mip_dual_bound)
@@ -179,6 +185,9 @@ def solve_mip(model: MilpModel, options: SolveOptions, t0: float, which: str) ->
     values = np.array([v.varValue or 0.0 for v in x]) > 0.5
     proven = prob.sol_status == pulp.LpSolutionOptimal
     objective = None if z.varValue is None else float(z.varValue) * unit
+    if bound is None and proven and z.varValue is not None:
+        # CBC through PuLP gives no dual bound; a proof at gapRel means z within it of one
+        bound = (float(z.varValue) * (1 - _GAP_REL) - _MIP_SLACK) * unit
     options.report("ilp", time.perf_counter() - t0, objective,
                    bound if bound is not None else model.z_lower_s)
     return MilpResult(status, values, proven=proven, bound_s=bound, info=info)

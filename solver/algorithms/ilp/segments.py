@@ -38,12 +38,12 @@ def flow_rows(starts: np.ndarray, ends: np.ndarray, n: int) -> list[Row]:
 
 
 def start_time_rows(starts: np.ndarray, times_s: np.ndarray, n: int) -> list[Row]:
-    """z >= the time of the segment chosen from each start."""
+    """z >= the time of the segment chosen from each start (one segment at most leaves it)."""
     rows = []
     for p, group in enumerate(_by_position(starts, n)[:n]):
         if len(group):
             rows.append(Row(group, times_s[group], "<=", 0.0, z_coef=-1.0, timed=True,
-                            name=f"time_{p}"))
+                            active=1, name=f"time_{p}"))
     return rows
 
 

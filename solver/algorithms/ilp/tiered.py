@@ -18,16 +18,14 @@ import time
 import numpy as np
 
 from ...core.errors import SolverError
-from ...core.extensions import Residency, residency_stage_time
-from ...core.feasibility import diagnose
+from ...core.extensions import Residency, residency_stage_time, resident_stage_memory
 from ...core.partition import Partition
 from ...core.problem import Problem
-from ...core.status import Status
 from ..base import SolveOptions
 from ..parametric import minmax_partition
-from .answer import Decided, settle
+from .answer import Decided, infeasible, settle
 from .backends import IlpBackend
-from .model import MilpModel, Row, TimeScale
+from .model import MilpModel, Row
 from .segments import chain_of, flow_rows
 
 __all__ = ["solve_tiered", "tiered_heuristic"]
@@ -72,9 +70,21 @@ def tiered_heuristic(problem: Problem) -> tuple[tuple[int, ...], tuple[bool, ...
     return bounds, tuple(resident), worst
 
 
-def _infeasible(problem: Problem, backend: IlpBackend, info: dict[str, object]) -> Partition:
-    return Partition((), Status.INFEASIBLE, None, None, "ilp", backend=backend.name,
-                     diagnosis=diagnose(problem) or "no plan fits", info=info)
+def _fit(problem: Problem, res: Residency, bounds: tuple[int, ...],
+         resident: tuple[bool, ...]) -> tuple[bool, ...]:
+    """A backend's residency with layers unpinned, smallest saving per byte first, where a
+    stage breaks the capacity: a MIP backend meets byte rows only to its tolerance (seen: one
+    byte over 50 MiB on CBC)."""
+    out = list(resident)
+    save = res.streamed_latency_s - res.resident_latency_s
+    w = problem.weight_bytes
+    for s, e in itertools.pairwise(bounds):
+        while resident_stage_memory(problem, s, e, out[s:e]) > problem.capacity_bytes:
+            pinned = [j for j in range(s, e) if out[j]]
+            if not pinned:
+                break  # activations alone do not fit: the answer check says so
+            out[min(pinned, key=lambda j: save[j] / max(1, int(w[j])))] = False
+    return tuple(out)
 
 
 def _worst(problem: Problem, bounds: tuple[int, ...], resident: tuple[bool, ...]) -> float:
@@ -89,10 +99,12 @@ def solve_tiered(problem: Problem, options: SolveOptions, backend: IlpBackend) -
         raise SolverError("solve_tiered: the problem has no residency extension")
     t0 = time.perf_counter()
     n = problem.n
-    warm = tiered_heuristic(problem) if options.use_hint else None
-    if warm is None and minmax_partition(_streamable(problem, res.streamed_latency_s)) is None:
+    heuristic = tiered_heuristic(problem)
+    warm = heuristic if options.use_hint else None
+    if heuristic is None:
         # activations and buffers alone do not fit in K stages
-        return _infeasible(problem, backend, {"backend_status": "infeasible before solving"})
+        return infeasible(problem, backend, {"backend_status": "infeasible before solving"},
+                          "no plan fits")
     upper = warm[2] if warm is not None else math.inf
     relaxed_problem = _streamable(problem, res.resident_latency_s)
     relaxed = minmax_partition(relaxed_problem)
@@ -117,7 +129,7 @@ def solve_tiered(problem: Problem, options: SolveOptions, backend: IlpBackend) -
     stream_t = np.array([(pre_str[e] - pre_str[s]) + x[s] for s, e in segs])
     save = res.streamed_latency_s - res.resident_latency_s
     rows = flow_rows(starts, ends, n)
-    rows.append(Row(np.arange(m), np.ones(m), "<=", float(problem.max_stages), name="stages"))
+    rows.append(Row(np.arange(m), np.ones(m), "<=", float(problem.stage_limit), name="stages"))
     w = problem.weight_bytes
     for i, (s, e) in enumerate(segs):
         layers = m + np.arange(s, e)  # r_j is binary m + j
@@ -133,9 +145,11 @@ def solve_tiered(problem: Problem, options: SolveOptions, backend: IlpBackend) -
         chosen = set(itertools.pairwise(warm[0]))
         hint = np.concatenate((np.array([seg in chosen for seg in segs], dtype=bool),
                                np.array(warm[1], dtype=bool)))
-    ref = upper if math.isfinite(upper) else float(stream_t.max())
+    # Time unit: the heuristic's bottleneck, near the optimum whether or not it warm-starts, so
+    # a MIP's absolute tolerances stay small against z (the costliest segment can be 1000x it).
+    ref = heuristic[2]
     model = MilpModel("tiered-residency", m + n, rows, floor, float(stream_t.max()),
-                      TimeScale(ref), hint, None if warm is None else warm[2])
+                      ref, hint, None if warm is None else warm[2])
     result = backend.solve(model, options, t0)
     info: dict[str, object] = {"segments": m, "backend_status": result.status, **result.info,
                                "warm_start": None if warm is None else warm[2]}
@@ -145,8 +159,11 @@ def solve_tiered(problem: Problem, options: SolveOptions, backend: IlpBackend) -
 
     def decode(values: np.ndarray) -> Decided:
         picked = chain_of(starts, ends, values[:m], n)
-        return decided((*starts[picked].tolist(), n), tuple(bool(v) for v in values[m:].tolist()))
+        bounds = (*starts[picked].tolist(), n)
+        return decided(bounds, _fit(problem, res, bounds,
+                                    tuple(bool(v) for v in values[m:].tolist())))
 
     return settle(result, backend=backend, options=options, decode=decode, floor=floor,
                   warm=None if warm is None else decided(warm[0], warm[1]),
-                  infeasible=lambda: _infeasible(problem, backend, info), info=info)
+                  on_infeasible=lambda: infeasible(problem, backend, info, "no plan fits"),
+                  info=info)

@@ -16,23 +16,17 @@ import numpy as np
 
 from ...core.errors import SolverError
 from ...core.extensions import stage_time_matrix
-from ...core.feasibility import diagnose, lower_bound, tp_infeasible_reason
+from ...core.feasibility import lower_bound, tp_infeasible_reason
 from ...core.partition import Partition
 from ...core.problem import Problem
-from ...core.status import Status
 from ..base import SolveOptions
 from ..dp import tp_dp
-from .answer import Decided, settle
+from .answer import Decided, infeasible, settle
 from .backends import IlpBackend
-from .model import MilpModel, Row, TimeScale
+from .model import MilpModel, Row
 from .segments import chain_of, flow_rows, start_time_rows
 
 __all__ = ["solve_tp"]
-
-
-def _infeasible(problem: Problem, backend: IlpBackend, info: dict[str, object]) -> Partition:
-    return Partition((), Status.INFEASIBLE, None, None, "ilp", backend=backend.name,
-                     diagnosis=diagnose(problem) or tp_infeasible_reason(problem), info=info)
 
 
 def solve_tp(problem: Problem, options: SolveOptions, backend: IlpBackend) -> Partition:
@@ -41,8 +35,9 @@ def solve_tp(problem: Problem, options: SolveOptions, backend: IlpBackend) -> Pa
     if tp is None:
         raise SolverError("solve_tp: the problem has no tensor-parallel extension")
     t0 = time.perf_counter()
-    n, k = problem.n, problem.max_stages
-    warm = tp_dp(problem) if options.use_hint else None
+    n, k = problem.n, problem.stage_limit
+    exact = tp_dp(problem)  # the certificate; also the warm start, unless told not to
+    warm = exact if options.use_hint else None
     upper = warm[0] if warm is not None else math.inf
     starts, ends, degs, times = [], [], [], []
     for t in tp.degrees:
@@ -55,21 +50,24 @@ def solve_tp(problem: Problem, options: SolveOptions, backend: IlpBackend) -> Pa
         degs += [t] * len(s_idx)
         times += mat[s_idx, e_idx].tolist()
     if not starts:
-        return _infeasible(problem, backend, {"backend_status": "infeasible before solving"})
+        return infeasible(problem, backend, {"backend_status": "infeasible before solving"},
+                          tp_infeasible_reason(problem))
     s_arr, e_arr = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
     d_arr, t_arr = np.asarray(degs, dtype=np.int64), np.asarray(times)
     floor = lower_bound(problem)
     rows = flow_rows(s_arr, e_arr, n)
-    rows.append(Row(np.arange(len(s_arr)), d_arr.astype(np.float64), "<=", float(k),
-                    name="devices"))
+    rows.append(Row(np.arange(len(s_arr)), d_arr.astype(np.float64), "<=",
+                    float(problem.stage_limit), name="devices"))
     rows += start_time_rows(s_arr, t_arr, n)
     hint = None
     if warm is not None:
         chosen = {(s, e, t) for (s, e), t in zip(itertools.pairwise(warm[1]), warm[2], strict=True)}
         hint = np.array([(s, e, t) in chosen for s, e, t in zip(starts, ends, degs, strict=True)])
-    ref = upper if math.isfinite(upper) else float(t_arr.max())
+    # Time unit: the exact optimum (the DP runs to certify anyway), so tolerances stay small
+    # against z whether or not it warm-starts.
+    ref = exact[0] if exact is not None else float(t_arr.max())
     model = MilpModel("tensor-parallel", len(s_arr), rows, floor, float(t_arr.max()),
-                      TimeScale(ref), hint, None if warm is None else warm[0])
+                      ref, hint, None if warm is None else warm[0])
     result = backend.solve(model, options, t0)
     info: dict[str, object] = {"segments": len(s_arr), "backend_status": result.status,
                                **result.info, "warm_start": None if warm is None else warm[0]}
@@ -82,4 +80,6 @@ def solve_tp(problem: Problem, options: SolveOptions, backend: IlpBackend) -> Pa
     return settle(result, backend=backend, options=options, decode=decode, floor=floor,
                   warm=None if warm is None else Decided(warm[1], warm[0],
                                                          {"tp_degrees": warm[2]}),
-                  infeasible=lambda: _infeasible(problem, backend, info), info=info)
+                  on_infeasible=lambda: infeasible(problem, backend, info,
+                                                   tp_infeasible_reason(problem)),
+                  info=info, exact=None if exact is None else exact[0])
