@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_solvers.py
 	$(PY) benchmarks/bench_scaling.py
 	$(PY) benchmarks/bench_variants.py
+	$(PY) benchmarks/bench_cluster.py
 	$(PY) benchmarks/bench_startup.py
 
 clean:

@@ -11,12 +11,12 @@ __all__ = ["write_csv"]
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Rows (one dict each, the first one's keys as the header) to a CSV file; its folder is
-    made when missing."""
+    """Rows (one dict each; the header is every key, in order of first appearance, a missing
+    value an empty cell) to a CSV file; its folder is made when missing."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     return out

@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     "CachepartError": "core", "InfeasibleError": "core", "InvalidInputError": "core",
     "SolverError": "core", "Status": "core", "MemoryModel": "core", "Problem": "core",
     "Partition": "core", "Link": "core", "Extension": "core", "TensorParallel": "core",
-    "Residency": "core", "canonical_partition": "core", "check_partition": "core",
+    "Residency": "core", "Fleet": "core", "canonical_partition": "core", "check_partition": "core",
     "diagnose": "core", "evaluate": "core", "lower_bound": "core", "format_bytes": "core",
     "parse_bytes": "core", "random_problem": "core",
     # algorithms
@@ -37,11 +37,12 @@ _EXPORTS: dict[str, str] = {
     # frontend
     "LayerGraph": "frontend", "LoadedModel": "frontend", "chain_from_dict": "frontend",
     "chain_to_dict": "frontend", "load_chain": "frontend", "load_model": "frontend",
-    "problem_from_graph": "frontend", "tensor_parallel_for": "frontend",
+    "problem_from_graph": "frontend", "tensor_parallel_for": "frontend", "fleet_for": "frontend",
     "residency_for": "frontend", "load_profile": "frontend", "apply_profile": "frontend",
     # hardware
     "DEVICES": "hardware", "Device": "hardware", "Workload": "hardware",
     "capacity_for": "hardware", "get_device": "hardware", "get_cluster": "hardware",
+    "Cluster": "hardware", "load_cluster": "hardware",
     # plan
     "SCHEMA_VERSION": "plan", "Plan": "plan", "build_plan": "plan", "load_plan": "plan",
     "fingerprint": "plan", "simulate": "plan", "simulate_plan": "plan", "SimResult": "plan",
@@ -58,8 +59,10 @@ __all__ = [
     "METHODS",
     "SCHEMA_VERSION",
     "CachepartError",
+    "Cluster",
     "Device",
     "Extension",
+    "Fleet",
     "InfeasibleError",
     "InvalidInputError",
     "LayerGraph",
@@ -90,6 +93,7 @@ __all__ = [
     "diagnose",
     "evaluate",
     "fingerprint",
+    "fleet_for",
     "format_bytes",
     "frontier_table",
     "get_backend",
@@ -97,6 +101,7 @@ __all__ = [
     "get_device",
     "get_method",
     "load_chain",
+    "load_cluster",
     "load_model",
     "load_plan",
     "load_profile",
@@ -133,6 +138,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .core import (
         CachepartError,
         Extension,
+        Fleet,
         InfeasibleError,
         InvalidInputError,
         Link,
@@ -159,6 +165,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         apply_profile,
         chain_from_dict,
         chain_to_dict,
+        fleet_for,
         load_chain,
         load_model,
         load_profile,
@@ -166,7 +173,16 @@ if TYPE_CHECKING:  # what type checkers and editors see
         residency_for,
         tensor_parallel_for,
     )
-    from .hardware import DEVICES, Device, Workload, capacity_for, get_cluster, get_device
+    from .hardware import (
+        DEVICES,
+        Cluster,
+        Device,
+        Workload,
+        capacity_for,
+        get_cluster,
+        get_device,
+        load_cluster,
+    )
     from .plan import (
         SCHEMA_VERSION,
         Plan,

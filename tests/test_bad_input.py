@@ -246,4 +246,4 @@ def test_review_cases_are_one_line(tmp_path: Path, capsys) -> None:
     assert "--output: " in capsys.readouterr().err and not (tmp_path / "no").exists()
     assert main(["solve", _chain(tmp_path), "-k", "3", "-c", "300MB", "-q",
                  "--devices-per-node", "0"]) == 0
-    assert "--devices-per-node 0 applies to --tp only" in capsys.readouterr().err
+    assert "--devices-per-node 0 applies to --tp without --cluster only" in capsys.readouterr().err

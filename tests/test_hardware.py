@@ -258,10 +258,13 @@ def test_overriding_a_number_needs_its_own_source(tmp_path: Path) -> None:
 def test_paper_cluster_links() -> None:
     c = get_cluster("paper")
     assert c is PAPER_CLUSTER and get_cluster("2x8-h100-sxm") is PAPER_CLUSTER
-    assert c.size == 16 and c.device.name == "h100-sxm"
-    assert c.link_between(0, 7) == c.intra == Link(370e9, 2e-6)
-    assert c.link_between(7, 8) == c.inter == Link(50e9, 5e-6)
-    assert c.link_between(8, 15) == c.intra
+    assert c.size == 16 and c.kinds == ("h100-sxm",)
+    device = c.device_types[0].device
+    assert device is not None and device.name == "h100-sxm"
+    intra, inter = c.nodes[0].link, c.inter_node_link
+    assert c.link_between(0, 7) == intra == Link(370e9, 2e-6)
+    assert c.link_between(7, 8) == inter == Link(50e9, 5e-6)
+    assert c.link_between(8, 15) == intra
     assert set(c.sources) >= {"inter.bandwidth_bytes_per_s", "inter.latency_s",
                               "intra.bandwidth_bytes_per_s", "intra.latency_s"}
     nbytes = 16 * 2**20
@@ -273,7 +276,7 @@ def test_paper_cluster_links() -> None:
     with pytest.raises(InvalidInputError, match="stage_index"):
         stage_transfer_s(c, 16, nbytes)
     other = get_cluster("4x8-a100-80gb")
-    assert other.size == 32 and other.intra == DEVICES["a100-80gb"].link
+    assert other.size == 32 and other.nodes[0].link == DEVICES["a100-80gb"].link
     with pytest.raises(InvalidInputError, match="unknown cluster 'big'"):
         get_cluster("big")
     with pytest.raises(InvalidInputError, match="unknown device 'h900'"):

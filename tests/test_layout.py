@@ -132,6 +132,7 @@ INTERNAL_OK = {
     "solver.algorithms.ilp.tiered": "the tiered warm start (a benchmark reference)",
     "solver.analysis.batch": "the journal's file name",
     "solver.cli.exit_codes": "the exit table itself",
+    "solver.core.free": "patching the exact free search's state limit",
     "solver.cli.run": "the runner's shared option definitions",
     "solver.cli.solve": "patching the solve command's options",
     "solver.cli.worker": "the runner's command line",

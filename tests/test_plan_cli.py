@@ -49,7 +49,14 @@ def test_plan_round_trip(tmp_path: Path) -> None:
     again = load_plan(path)
     assert again == plan
     data = json.loads(path.read_text())
-    assert data["schema_version"] == "1.0"
+    assert data["schema_version"] == "1.1"
+    # a 1.0 plan (no device_type, node or cluster) still loads
+    old = {**data, "schema_version": "1.0",
+           "stages": [{k: v for k, v in st.items() if k not in ("device_type", "node")}
+                      for st in data["stages"]],
+           "hardware": {k: v for k, v in data["hardware"].items() if k != "cluster"}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_plan(tmp_path / "old.json").stages == plan.stages
     assert data["solver"]["status"] == "optimal"
     assert [s["layers"] for s in data["stages"]] == [["embed"], ["block0"], ["head"]]
     assert data["objective"]["max_stage_latency_s"] == max(s["latency_s"] for s in data["stages"])
@@ -59,7 +66,7 @@ def test_plan_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda d: d.pop("stages"), "'stages' is a required property"),
     (lambda d: d["solver"].update(status="done"), "solver/status"),
-    (lambda d: d["stages"][0].update(memory_bytes=10**12), "exceeds hardware.capacity_bytes"),
+    (lambda d: d["stages"][0].update(memory_bytes=10**12), "exceeds the capacity 300000000 of its device"),
     (lambda d: d["stages"][1]["layers"].append("embed"), r"4 layers \(3 distinct\)"),
     (lambda d: d.update(schema_version="2.0"), "schema_version"),
     (lambda d: d["model"].update(fingerprint="abc"), "model/fingerprint"),

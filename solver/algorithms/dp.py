@@ -21,14 +21,18 @@ import numpy as np
 from ..core.errors import InvalidInputError
 from ..core.extensions import stage_time_matrix
 from ..core.feasibility import canonical_partition, lower_bound, tp_infeasible_reason
+from ..core.fleet import Fleet
+from ..core.ordered import ordered_partition
 from ..core.partition import Partition
 from ..core.problem import Problem
 from ..core.status import Status
 from .base import SolveOptions
+from .dp_cluster import free_dp, ordered_dp
 
 __all__ = ["DP_MAX_LAYERS", "dp_bottleneck", "solve_dp", "tp_dp"]
 
 DP_MAX_LAYERS = 4000
+CLUSTER_INFEASIBLE = "no placement of the layers on the cluster's devices fits"
 
 
 def _check_size(problem: Problem) -> None:
@@ -78,6 +82,9 @@ def tp_dp(problem: Problem) -> tuple[float, tuple[int, ...], tuple[int, ...]] | 
     if tp is None:
         raise InvalidInputError("the problem has no tensor-parallel extension",
                                 field="tensor_parallel")
+    if problem.fleet is not None:
+        raise InvalidInputError("tp_dp plans one kind of device; a cluster's TP plans come from "
+                                "the dp method's cluster programs", field="cluster")
     n, k = problem.n, problem.stage_limit  # devices beyond n x the widest degree cannot be used
     mats = {t: stage_time_matrix(problem, t) for t in tp.degrees if t <= k}
     f = np.full((k + 1, n + 1), np.inf)
@@ -122,8 +129,34 @@ def _solve_tp(problem: Problem, options: SolveOptions, t0: float) -> Partition:
     return Partition(bounds, Status.OPTIMAL, z, z, "dp", tp_degrees=degrees)
 
 
+def _solve_cluster(problem: Problem, fleet: Fleet, options: SolveOptions, t0: float) -> Partition:
+    _check_size(problem)
+    tp = problem.tensor_parallel is not None
+    ranks: tuple[int, ...] | None = None
+    if fleet.placement == "free":
+        found_free = free_dp(problem)
+        if found_free is None:
+            return Partition((), Status.INFEASIBLE, None, None, "dp", diagnosis=CLUSTER_INFEASIBLE)
+        z, bounds, degrees, ranks = found_free
+    else:
+        found = ordered_dp(problem)
+        if found is None:
+            return Partition((), Status.INFEASIBLE, None, None, "dp", diagnosis=CLUSTER_INFEASIBLE)
+        z, bounds, degrees = found
+        if not tp:  # the plan every exact method returns for this optimum
+            canonical = ordered_partition(problem, z)
+            if canonical is None:
+                raise AssertionError(f"dp value {z} not reached by an ordered plan")
+            bounds, degrees = canonical, (1,) * (len(canonical) - 1)
+    options.report("dp", time.perf_counter() - t0, z, z)
+    return Partition(bounds, Status.OPTIMAL, z, z, "dp", tp_degrees=degrees if tp else None,
+                     ranks=ranks)
+
+
 def solve_dp(problem: Problem, options: SolveOptions) -> Partition:
     t0 = time.perf_counter()
+    if problem.fleet is not None:
+        return _solve_cluster(problem, problem.fleet, options, t0)
     if problem.tensor_parallel is not None:
         return _solve_tp(problem, options, t0)
     z, own = dp_bottleneck(problem)

@@ -33,7 +33,7 @@ def solve(problem: Problem, method: str = AUTO, options: SolveOptions | None = N
         result = chosen.solve(problem, options)
         if result.status is not Status.INFEASIBLE:
             costs = check_partition(problem, result.bounds, tp_degrees=result.tp_degrees,
-                                    resident=result.resident)
+                                    resident=result.resident, ranks=result.ranks)
             objective = max(c.time_s for c in costs)
             bound = result.bound if result.bound is not None else lower_bound(problem)
             result = dataclasses.replace(result, objective=objective, bound=min(bound, objective))

@@ -9,11 +9,11 @@ import pandas as pd
 
 from ..algorithms import ILP_BACKENDS, METHODS, SolveOptions, solve
 from ..core.errors import SolverError
-from ..core.partition import Partition
+from ..core.partition import Partition, evaluate
 from ..core.problem import Problem
 from ..core.status import Status
 
-__all__ = ["COMPARE_COLUMNS", "compare", "compare_table"]
+__all__ = ["COMPARE_COLUMNS", "compare", "compare_table", "unsupported"]
 
 COMPARE_COLUMNS = ["method", "stages", "max_stage_latency_s", "ratio_to_best",
                    "min_headroom_bytes", "status", "gap", "solve_s", "note"]
@@ -21,10 +21,13 @@ COMPARE_COLUMNS = ["method", "stages", "max_stage_latency_s", "ratio_to_best",
 
 def compare(problem: Problem, methods: Sequence[str] | None = None,
             options: SolveOptions | None = None) -> list[tuple[str, Partition]]:
-    """Solve with each method (the ILP once per installed backend); labelled answers."""
+    """Solve with each method (the ILP once per installed backend); labelled answers. A method
+    that does not model the problem's extensions is left out (``unsupported`` lists them)."""
     options = options or SolveOptions()
     answers: list[tuple[str, Partition]] = []
     for name in methods or list(METHODS):
+        if name in METHODS and METHODS[name].refusal(problem) is not None:
+            continue
         if name == "ilp":
             for backend, spec in ILP_BACKENDS.items():
                 if not spec.available():
@@ -38,6 +41,12 @@ def compare(problem: Problem, methods: Sequence[str] | None = None,
     return answers
 
 
+def unsupported(problem: Problem, methods: Sequence[str] | None = None) -> list[str]:
+    """The methods compare() leaves out: they do not model the problem's extensions."""
+    return [name for name in methods or list(METHODS)
+            if name in METHODS and METHODS[name].refusal(problem) is not None]
+
+
 def compare_table(problem: Problem, answers: list[tuple[str, Partition]]) -> pd.DataFrame:
     """One row per answer: quality against the best found, headroom, status and solve time."""
     feasible = [p.objective for _, p in answers if p.objective is not None]
@@ -46,8 +55,9 @@ def compare_table(problem: Problem, answers: list[tuple[str, Partition]]) -> pd.
     for label, part in answers:
         headroom = None
         if part.status is not Status.INFEASIBLE:
-            headroom = min(problem.capacity_bytes - problem.stage_memory(s, e)
-                           for s, e in part.stages)
+            headroom = min(c.capacity_bytes - c.memory_bytes for c in evaluate(
+                problem, part.bounds, tp_degrees=part.tp_degrees, resident=part.resident,
+                ranks=part.ranks))
         rows.append({
             "method": label,
             "stages": part.num_stages if part.status is not Status.INFEASIBLE else None,

@@ -12,6 +12,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+import numpy as np
+
 from ..algorithms.base import DEFAULT_TIME_LIMIT_S, ProgressEvent, SolveOptions
 from ..core.errors import InvalidInputError
 from ..core.problem import MemoryModel
@@ -129,11 +131,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_problem_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--devices", "-k", type=int, required=True, metavar="K",
-                   help="devices available: the most stages a plan may use")
-    p.add_argument("--capacity", "-c", required=True, metavar="C",
+    p.add_argument("--devices", "-k", type=int, default=None, metavar="K",
+                   help="devices available: the most stages a plan may use (required without "
+                        "--cluster; with one, default every device of the cluster)")
+    p.add_argument("--capacity", "-c", default=None, metavar="C",
                    help="bytes per device: a count (52428800), a size with a unit (50MiB, 48MB, "
-                        "80GB), or a tier of --device: smem, l2, l2-usable, hbm")
+                        "80GB), or a tier of --device: smem, l2, l2-usable, hbm (required "
+                        "unless every kind of --cluster carries capacity_bytes; then a tier of "
+                        "each kind's device)")
+    p.add_argument("--cluster", default=None, metavar="FILE|NAME",
+                   help="plan on a cluster: a cluster JSON, paper (2 x 8 H100 SXM), or "
+                        "NODESxPER-DEVICE such as 2x8-h100-sxm; each cut is priced at the link "
+                        "it crosses, each stage at its device kind")
+    p.add_argument("--placement", choices=["ordered", "free"], default=None,
+                   help="with --cluster: ordered (stage j on rank j) or free (the solver picks "
+                        "the devices and their order); default ordered for one device kind, "
+                        "free for several")
     p.add_argument("--memory-model", choices=[m.value for m in MemoryModel],
                    default=MemoryModel.ADDITIVE.value,
                    help="additive: sum of weights+activations+buffers (the paper's, default); "
@@ -205,13 +218,77 @@ def load_from_args(args: argparse.Namespace, tier: str | None = None) -> LoadedM
 
 
 def problem_from_args(args: argparse.Namespace) -> tuple[LoadedModel, Problem, str | None]:
-    """The model and its canonical problem from the problem options; the capacity's tier."""
+    """The model and its problem from the problem options (with the cluster extension when
+    --cluster is given); the capacity's tier."""
     from ..frontend.lower import problem_from_graph
 
+    if getattr(args, "cluster", None):
+        return _cluster_problem(args)
+    if getattr(args, "placement", None):
+        warn("--placement applies to --cluster only; ignored")
+    if args.devices is None:
+        raise InvalidInputError("required unless --cluster is given", field="max_stages")
+    if args.capacity is None:
+        raise InvalidInputError("required unless --cluster gives every kind's capacity",
+                                field="capacity")
     capacity, tier = capacity_for(args.capacity, get_device(args.device))
     loaded = load_from_args(args, tier)
     problem = problem_from_graph(loaded.graph, capacity, args.devices, args.memory_model)
     return loaded, problem, tier
+
+
+def _cluster_problem(args: argparse.Namespace) -> tuple[LoadedModel, Problem, str | None]:
+    """--cluster: each kind's capacity (its own, or --capacity on its device) and layer times
+    (a chain JSON's per-kind latency_s, else the cost model of the kind's device)."""
+    from ..frontend.lower import fleet_for, kind_latencies, problem_from_graph
+    from ..frontend.sources import load_model
+    from ..hardware.cluster import get_cluster
+
+    cluster = get_cluster(args.cluster)
+    capacities: dict[str, int] = {}
+    tiers: dict[str, str | None] = {}
+    for kind in cluster.device_types:
+        if kind.capacity_bytes is not None:
+            capacities[kind.name], tiers[kind.name] = kind.capacity_bytes, None
+        elif args.capacity is None:
+            raise InvalidInputError(f"cluster {cluster.name!r}: device kind {kind.name!r} has no "
+                                    "capacity_bytes: give a tier of its device or bytes",
+                                    field="capacity")
+        elif kind.device is not None:  # cluster.py: a kind names a capacity, a device or both
+            capacities[kind.name], tiers[kind.name] = capacity_for(args.capacity, kind.device)
+    used = {k for k, _ in cluster.ranks}
+    first = cluster.device_type(cluster.ranks[0][0])
+    if first.device is not None:
+        args.device = first.device.name  # rank 0's device: the plan's record and the cost model
+    loaded = load_from_args(args, tiers[first.name])
+    graph = loaded.graph
+    if loaded.kind == "chain":
+        if graph.link is not None:
+            warn(f"{args.model}: a chain's own link is ignored with --cluster; the cluster's "
+                 "links price every cut")
+        latencies = kind_latencies(graph, cluster.kinds)
+    else:
+        latencies = {}
+        for kind in cluster.device_types:
+            if kind.device is None:
+                raise InvalidInputError(
+                    f"cluster {cluster.name!r}: device kind {kind.name!r} names no catalogue "
+                    f"device to time {args.model!r}'s layers; add \"device\" to it, or plan a "
+                    "chain JSON with per-kind latency_s", field="cluster")
+            same = kind.device.name == args.device and tiers[kind.name] == tiers[first.name]
+            other = graph if same else load_model(
+                args.model, _workload(args), granularity=args.granularity, device=kind.device.name,
+                input_shape=parse_shape(args.input_shape), input_dtype=args.input_dtype,
+                tier=tiers[kind.name]).graph
+            latencies[kind.name] = np.array([layer["latency_s"] for layer in other.layers()])
+    placement = args.placement or ("ordered" if len(used) == 1 else "free")
+    fleet = fleet_for(cluster, latencies, capacities, placement)
+    k = args.devices if args.devices is not None else cluster.size
+    if k > cluster.size:
+        warn(f"--devices {k} exceeds the {cluster.size} devices of cluster {cluster.name!r}; "
+             f"at most {cluster.size} are used")
+    problem = problem_from_graph(graph, capacities[first.name], k, args.memory_model, fleet=fleet)
+    return loaded, problem, tiers[first.name]
 
 
 def options_from_args(args: argparse.Namespace, **extra: Any) -> SolveOptions:

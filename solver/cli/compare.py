@@ -9,7 +9,7 @@ from pathlib import Path
 from ..algorithms.registry import METHODS
 from ..core.errors import InvalidInputError
 from ..core.units import format_bytes
-from .args import Progress, add_problem_args, csv_items, options_from_args, problem_from_args
+from .args import Progress, add_problem_args, csv_items, options_from_args, problem_from_args, warn
 from .exit_codes import ExitCode
 
 __all__ = ["register"]
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..analysis.compare import compare, compare_table
+    from ..analysis.compare import compare, compare_table, unsupported
     from ..core.status import Status
 
     methods = csv_items(args.methods, "methods")
@@ -37,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"unknown method {unknown[0]!r} (known: {', '.join(METHODS)})",
                                 field="methods")
     _, problem, _ = problem_from_args(args)
+    skipped = unsupported(problem, methods)
+    if skipped:
+        extensions = ", ".join(sorted(e.value for e in problem.extensions))
+        warn(f"{', '.join(skipped)}: do not model {extensions}; left out")
     with Progress(sys.stderr, "compare") as progress:
         answers = compare(problem, methods, options_from_args(args, progress=progress))
     table = compare_table(problem, answers)

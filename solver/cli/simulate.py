@@ -81,5 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(report(result, f"{plan.model.name} ({plan.method}): "))
+        cluster = plan.hardware.cluster
+        where = f" on cluster {cluster['name']} ({cluster['placement']} placement)" \
+            if cluster else ""
+        print(report(result, f"{plan.model.name} ({plan.method}{where}): "))
     return ExitCode.OK

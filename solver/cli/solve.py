@@ -57,6 +57,8 @@ def stage_table(plan: Any) -> str:
         }
         if any(x.tp_degree > 1 for x in plan.stages):
             row["tp"] = st.tp_degree
+        if st.device_type is not None:
+            row["device"] = f"{st.device_rank} ({st.device_type}, node {st.node})"
         if st.resident_layers is not None:
             row["resident"] = f"{len(st.resident_layers)}/{len(st.layers)}"
         rows.append(row)
@@ -67,8 +69,11 @@ def stage_table(plan: Any) -> str:
     used = sum(st.tp_degree for st in plan.stages)
     lines = [
         f"model {plan.model.name}: {plan.model.num_layers} layers in {len(plan.stages)} stages "
-        f"on {used} of {plan.hardware.devices} devices, capacity "
-        f"{format_bytes(plan.hardware.capacity_bytes)} ({plan.hardware.memory_model})",
+        f"on {used} of {plan.hardware.devices} devices, " + (
+            f"cluster {cluster['name']} ({cluster['placement']} placement)"
+            if (cluster := plan.hardware.cluster) else
+            f"capacity {format_bytes(plan.hardware.capacity_bytes)}")
+        + f" ({plan.hardware.memory_model})",
         format_table(rows, float_format=lambda v: f"{v:.6g}"),
         f"bottleneck {bottleneck:.6g} s (stage {plan.objective['bottleneck_stage']}); "
         f"{plan.method}{'/' + sol.backend if sol.backend else ''} {sol.status.value}{gap} "
@@ -95,10 +100,16 @@ def _with_extensions(args: argparse.Namespace, loaded: Any, problem: Any, tier: 
             raise InvalidInputError(f"expected degrees like 1,2,4,8, got {args.tp!r}",
                                     field="tp_degrees") from None
         if degrees != (1,):
-            link: Link = loaded.graph.link if loaded.kind == "chain" and \
-                loaded.graph.link is not None else get_device(args.device).link
+            fleet = problem.fleet
+            if fleet is not None:  # TP groups stay inside a node: its own link all-reduces
+                per_node = max(fleet.rank_node.count(g) for g in range(fleet.nodes))
+                link: Link = fleet.node_links[0]
+            else:
+                per_node = args.devices_per_node
+                link = loaded.graph.link if loaded.kind == "chain" and \
+                    loaded.graph.link is not None else get_device(args.device).link
             problem = problem.replace(tensor_parallel=tensor_parallel_for(
-                loaded.graph, degrees, args.devices_per_node, link))
+                loaded.graph, degrees, per_node, link))
     if args.residency == "partial":
         if args.profile:
             raise InvalidInputError("--residency partial: cannot use --profile (a profile has one "
@@ -121,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output is not None and not args.output.strip():
         raise InvalidInputError("empty path", field="output")
-    if args.tp is None and args.devices_per_node != 8:
-        warn(f"--devices-per-node {args.devices_per_node} applies to --tp only; ignored")
+    if (args.tp is None or args.cluster) and args.devices_per_node != 8:
+        warn(f"--devices-per-node {args.devices_per_node} applies to --tp without --cluster "
+             "only (a cluster's nodes say how many devices they hold); ignored")
     if args.solver != DEFAULT_BACKEND and args.method not in ("ilp", AUTO):
         warn(f"--solver {args.solver} applies to --method ilp only; --method {args.method} "
              "ignores it")

@@ -19,6 +19,7 @@ from .extensions import (
     tp_stage_time,
 )
 from .feasibility import canonical_partition, diagnose, fewest_stages, lower_bound
+from .fleet import DeviceClass, Fleet
 from .link import Link
 from .partition import Partition, StageCost, check_partition, evaluate
 from .problem import MemoryModel, Problem
@@ -28,7 +29,9 @@ from .units import format_bytes, parse_bytes
 
 __all__ = [
     "CachepartError",
+    "DeviceClass",
     "Extension",
+    "Fleet",
     "InfeasibleError",
     "InvalidInputError",
     "Link",

@@ -54,6 +54,10 @@ class Extension(str, Enum):
 
     TENSOR_PARALLEL = "tensor_parallel"
     RESIDENCY = "residency"
+    CLUSTER = "cluster"
+    """Devices of several kinds in nodes, the stages on the ranks in order."""
+    FREE_PLACEMENT = "free_placement"
+    """A cluster whose devices the solver chooses, and their order."""
 
     def __str__(self) -> str:
         return self.value

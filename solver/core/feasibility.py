@@ -16,6 +16,8 @@ import heapq
 import numpy as np
 
 from .extensions import TensorParallel, tp_stage_memory
+from .fleet import Fleet
+from .ordered import ordered_reach, ordered_stages
 from .problem import MemoryModel, Problem
 from .units import format_bytes
 
@@ -90,25 +92,36 @@ def lower_bound(problem: Problem) -> float:
     Tensor parallelism: the total compute over K devices (a stage on t devices takes at least
     its compute / t, and the degrees sum to at most K). Residency: the canonical bound with
     every layer at its resident (fastest) latency."""
+    fleet = problem.fleet
+    if fleet is not None:
+        # every kind's times at their fastest, every transfer over the fastest link
+        t = fleet.latency_s.min(axis=0)
+        x = np.zeros(problem.n)
+        if problem.n > 1:
+            x[1:] = np.min([problem.cut_bytes[1:] / link.bandwidth_bytes_per_s + link.latency_s
+                            for link in fleet.links()], axis=0)
+    elif problem.residency is not None:
+        t, x = problem.residency.resident_latency_s, problem.transfer_s
+    else:
+        t, x = problem.latency_s, problem.transfer_s
+    total = float(np.concatenate(([0.0], np.cumsum(t)))[-1])
     if problem.tensor_parallel is not None:
-        return float(problem.prefix_latency[-1]) / problem.stage_limit * (1 - 1e-12)
-    if problem.residency is not None:
-        problem = problem.replace(latency_s=problem.residency.resident_latency_s, residency=None)
-    t = problem.latency_s
-    x = problem.transfer_s
-    k = min(problem.max_stages, problem.n)
+        return total / problem.stage_limit * (1 - 1e-12)
+    k = min(problem.stage_limit, problem.n)
     # Layer i > 0 either starts its stage (pays x_i) or shares it with layer i - 1.
     single = t.copy()
     if problem.n > 1:
         single[1:] = t[1:] + np.minimum(x[1:], t[:-1])
     # Stage times are prefix-sum differences, which can round an ulp below these direct sums:
     # shave a relative 1e-12 so the bound stays valid.
-    return float(max(single.max(), float(problem.prefix_latency[-1]) / k)) * (1 - 1e-12)
+    return float(max(single.max(), total / k)) * (1 - 1e-12)
 
 
 def diagnose(problem: Problem) -> str | None:
     """Why no partition fits, in one line; None when one does (or, with tensor parallelism,
     when every layer fits some degree: whether K devices suffice is the method's answer)."""
+    if problem.fleet is not None:
+        return _diagnose_fleet(problem, problem.fleet)
     if problem.tensor_parallel is not None:
         return _diagnose_tp(problem, problem.tensor_parallel)
     if problem.residency is not None:
@@ -139,6 +152,32 @@ def _diagnose(problem: Problem, what: str) -> str | None:
     if needed > problem.max_stages:
         return (f"the layers need at least {needed} devices at capacity {cap} bytes "
                 f"({format_bytes(cap)}), but only {problem.max_stages} were given")
+    return None
+
+
+def _diagnose_fleet(problem: Problem, fleet: Fleet) -> str | None:
+    """The layer no device kind holds, the devices needed at the largest kind's capacity; for
+    ordered placement, how far the ranks in order hold the layers."""
+    kind = max(range(len(fleet.kinds)), key=lambda k: fleet.capacity_bytes[k])
+    largest = problem.replace(fleet=None, capacity_bytes=fleet.capacity_bytes[kind],
+                              max_stages=problem.stage_limit)
+    if problem.tensor_parallel is not None:
+        widest = max(len(c.ranks) for c in fleet.classes)
+        tp = problem.tensor_parallel
+        fitting = TensorParallel(tuple(t for t in tp.degrees if t <= widest),
+                                 tp.devices_per_node, tp.allreduce_bytes, tp.link)
+        return _diagnose_tp(largest.replace(tensor_parallel=fitting), fitting)
+    what = "its weights, output and buffer" if problem.memory_model is MemoryModel.ADDITIVE \
+        else "its weights plus its live input, output and buffer"
+    reason = _diagnose(largest, what)
+    if reason is not None:
+        return f"{reason} (the largest device kind, {fleet.kinds[kind]})"
+    if fleet.placement == "ordered" and ordered_stages(problem, None) is None:
+        sets, _ = ordered_reach(problem, None)
+        far = max(int(np.flatnonzero(here).max()) for here in sets if here.any())
+        held = "none of the layers" if far == 0 else \
+            f"the layers only up to {problem.names[far - 1]!r} ({far} of {problem.n})"
+        return f"placement ordered: the cluster's ranks in order hold {held}; placement free may"
     return None
 
 

@@ -14,6 +14,7 @@ from .extensions import (
     tp_stage_memory,
     tp_stage_time,
 )
+from .fleet import ordered_ranks, rank_view
 from .problem import Problem
 from .status import Status
 
@@ -53,6 +54,9 @@ class Partition:
     """Tensor parallelism: devices each stage spans (None: one device per stage)."""
     resident: tuple[bool, ...] | None = None
     """Tiered residency: per layer, whether its weights stay in the capacity tier (None: all)."""
+    ranks: tuple[int, ...] | None = None
+    """Free placement on a cluster: the first device rank of each stage (None: the stages take
+    the ranks in order)."""
     selection: str | None = None
     """Why this method ran when ``auto`` chose it."""
     info: Mapping[str, Any] = field(default_factory=dict)
@@ -78,12 +82,9 @@ class Partition:
 
     @property
     def device_ranks(self) -> tuple[int, ...]:
-        """The first device rank of each stage: stages take consecutive ranks in order."""
-        ranks, rank = [], 0
-        for t in self.degrees:
-            ranks.append(rank)
-            rank += t
-        return tuple(ranks)
+        """The first device rank of each stage: ``ranks`` when placed freely, else the stages
+        take consecutive ranks in order."""
+        return self.ranks if self.ranks is not None else ordered_ranks(self.degrees)
 
     @property
     def devices_used(self) -> int:
@@ -102,13 +103,14 @@ class Partition:
             "diagnosis": self.diagnosis,
             "tp_degrees": None if self.tp_degrees is None else list(self.tp_degrees),
             "resident": None if self.resident is None else list(self.resident),
+            "ranks": None if self.ranks is None else list(self.ranks),
             "selection": self.selection,
             "info": dict(self.info),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Partition:
-        degrees, resident = data.get("tp_degrees"), data.get("resident")
+        degrees, resident, ranks = data.get("tp_degrees"), data.get("resident"), data.get("ranks")
         return cls(
             bounds=tuple(int(b) for b in data["bounds"]),
             status=Status(data["status"]),
@@ -120,6 +122,7 @@ class Partition:
             diagnosis=data.get("diagnosis"),
             tp_degrees=None if degrees is None else tuple(int(t) for t in degrees),
             resident=None if resident is None else tuple(bool(r) for r in resident),
+            ranks=None if ranks is None else tuple(int(r) for r in ranks),
             selection=data.get("selection"),
             info=dict(data.get("info") or {}),
         )
@@ -132,34 +135,44 @@ class StageCost:
     start: int
     end: int
     tp_degree: int
+    rank: int
+    """First device rank."""
     memory_bytes: int
     """Per device of the stage."""
     time_s: float
     """Its layers' time plus its inbound transfer."""
     transfer_in_s: float
+    capacity_bytes: int
+    """Of its device (its kind's, on a cluster)."""
 
 
 def evaluate(problem: Problem, bounds: Sequence[int], *, tp_degrees: Sequence[int] | None = None,
-             resident: Sequence[bool] | None = None) -> list[StageCost]:
+             resident: Sequence[bool] | None = None,
+             ranks: Sequence[int] | None = None) -> list[StageCost]:
     """Memory and time of each stage of an answer (extensions included); no checks."""
     degrees = list(tp_degrees) if tp_degrees is not None else [1] * (len(bounds) - 1)
+    firsts = list(ranks) if ranks is not None else list(ordered_ranks(degrees))
     costs = []
-    for (s, e), t in zip(itertools.pairwise(bounds), degrees, strict=True):
+    for j, ((s, e), t) in enumerate(zip(itertools.pairwise(bounds), degrees, strict=True)):
+        view = problem
+        if problem.fleet is not None:
+            view = rank_view(problem, firsts[j], None if j == 0 else firsts[j - 1] + degrees[j - 1] - 1)
         if resident is not None:
             memory = resident_stage_memory(problem, s, e, resident[s:e])
             time = residency_stage_time(problem, s, e, resident[s:e])
         elif t != 1:
-            memory, time = tp_stage_memory(problem, s, e, t), tp_stage_time(problem, s, e, t)
+            memory, time = tp_stage_memory(view, s, e, t), tp_stage_time(view, s, e, t)
         else:
-            memory, time = problem.stage_memory(s, e), problem.stage_time(s, e)
-        costs.append(StageCost(s, e, int(t), int(memory), float(time),
-                               float(problem.transfer_s[s])))
+            memory, time = view.stage_memory(s, e), view.stage_time(s, e)
+        costs.append(StageCost(s, e, int(t), int(firsts[j]), int(memory), float(time),
+                               float(view.transfer_s[s]), int(view.capacity_bytes)))
     return costs
 
 
 def check_partition(problem: Problem, bounds: Sequence[int], *,
                     tp_degrees: Sequence[int] | None = None,
-                    resident: Sequence[bool] | None = None) -> list[StageCost]:
+                    resident: Sequence[bool] | None = None,
+                    ranks: Sequence[int] | None = None) -> list[StageCost]:
     """Raise SolverError if the answer is not a contiguous cover of the layers within capacity
     and the device limit, or decides what the problem's extensions do not allow. Called on every
     answer any method returns; returns the evaluated stages."""
@@ -192,11 +205,39 @@ def check_partition(problem: Problem, bounds: Sequence[int], *,
                               "devices allowed")
         raise SolverError(f"partition uses {used} devices, more than the {problem.max_stages} "
                           "allowed")
-    costs = evaluate(problem, b, tp_degrees=tp_degrees, resident=resident)
+    _check_ranks(problem, len(b) - 1, tp_degrees, ranks)
+    costs = evaluate(problem, b, tp_degrees=tp_degrees, resident=resident, ranks=ranks)
     for j, cost in enumerate(costs):
-        if cost.memory_bytes > problem.capacity_bytes:
+        if cost.memory_bytes > cost.capacity_bytes:
             where = f" on {cost.tp_degree} devices" if cost.tp_degree > 1 else ""
             raise SolverError(f"stage {j} (layers {cost.start}..{cost.end - 1}){where} needs "
                               f"{cost.memory_bytes} bytes, more than the capacity "
-                              f"{problem.capacity_bytes}")
+                              f"{cost.capacity_bytes}")
     return costs
+
+
+def _check_ranks(problem: Problem, stages: int, tp_degrees: Sequence[int] | None,
+                 ranks: Sequence[int] | None) -> None:
+    """On a cluster: every stage on existing devices of one node and kind, no device twice,
+    the ranks in order for ordered placement. Elsewhere: no ranks at all."""
+    fleet = problem.fleet
+    if fleet is None:
+        if ranks is not None:
+            raise SolverError("partition places stages on ranks but the problem has no cluster")
+        return
+    degrees = list(tp_degrees) if tp_degrees is not None else [1] * stages
+    firsts = list(ranks) if ranks is not None else list(ordered_ranks(degrees))
+    if len(firsts) != stages:
+        raise SolverError(f"partition has {len(firsts)} ranks for {stages} stages")
+    if fleet.placement == "ordered" and firsts != list(ordered_ranks(degrees)):
+        raise SolverError(f"partition places stages on ranks {firsts}, not in order from 0 "
+                          "(placement ordered)")
+    used: set[int] = set()
+    for j, (r, t) in enumerate(zip(firsts, degrees, strict=True)):
+        if not fleet.block_ok(r, t):
+            raise SolverError(f"stage {j} on ranks {r}..{r + t - 1}: not devices of one node and "
+                              f"one kind of the {fleet.size} of cluster {fleet.name or '?'}")
+        block = set(range(r, r + t))
+        if used & block:
+            raise SolverError(f"stage {j} reuses device {min(used & block)}")
+        used |= block

@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .extensions import Extension, Residency, TensorParallel
+from .fleet import Fleet
 from .link import MAX_BYTES, MAX_SECONDS, Link, check_whole
 
 __all__ = ["MemoryModel", "Problem"]
@@ -98,6 +99,9 @@ class Problem:
     """Extension: a stage may span several devices of one node."""
     residency: Residency | None = None
     """Extension: which weights stay in the capacity tier is part of the solution."""
+    fleet: Fleet | None = None
+    """Extension: the cluster the stages are placed on (its kinds' capacities and times replace
+    ``capacity_bytes`` and ``latency_s``, its links ``link``, for each stage)."""
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -168,6 +172,17 @@ class Problem:
         if tp is not None and res is not None:
             raise InvalidInputError("tensor parallelism and partial residency cannot be combined "
                                     "yet", field="residency")
+        fleet = self.fleet
+        if fleet is not None:
+            if not isinstance(fleet, Fleet):
+                raise InvalidInputError(f"expected a Fleet, got {fleet!r}", field="cluster")
+            if fleet.latency_s.shape[1] != self.n:
+                raise InvalidInputError(f"has {fleet.latency_s.shape[1]} layer times per kind, "
+                                        f"expected {self.n} (one per layer)",
+                                        field="cluster.latency_s")
+            if res is not None:
+                raise InvalidInputError("a cluster and partial residency cannot be combined yet",
+                                        field="residency")
 
     @property
     def extensions(self) -> frozenset[Extension]:
@@ -177,6 +192,10 @@ class Problem:
             on.add(Extension.TENSOR_PARALLEL)
         if self.residency is not None:
             on.add(Extension.RESIDENCY)
+        if self.fleet is not None:
+            on.add(Extension.CLUSTER)
+            if self.fleet.placement == "free":
+                on.add(Extension.FREE_PLACEMENT)
         return frozenset(on)
 
     @property
@@ -184,11 +203,12 @@ class Problem:
         """K, or fewer where K exceeds what a plan can use (one layer a device; a stage spans
         at most the widest TP degree): what a formulation may count up to."""
         widest = max(self.tensor_parallel.degrees) if self.tensor_parallel is not None else 1
-        return min(self.max_stages, self.n * widest)
+        limit = min(self.max_stages, self.n * widest)
+        return limit if self.fleet is None else min(limit, self.fleet.size)
 
     def canonical(self) -> Problem:
         """The same chain with every extension switched off."""
-        return self.replace(tensor_parallel=None, residency=None)
+        return self.replace(tensor_parallel=None, residency=None, fleet=None)
 
     # ----- sizes and derived arrays -------------------------------------------------------
     @property
@@ -334,6 +354,7 @@ class Problem:
             "residency": None if self.residency is None else {
                 "resident_latency_s": self.residency.resident_latency_s.tolist(),
                 "streamed_latency_s": self.residency.streamed_latency_s.tolist()},
+            "fleet": None if self.fleet is None else self.fleet.to_dict(),
         }
 
     @classmethod
@@ -349,6 +370,8 @@ class Problem:
                                                        Link(**tp["link"]))
         if fields.get("residency") is not None:
             fields["residency"] = Residency(**fields["residency"])
+        if fields.get("fleet") is not None:
+            fields["fleet"] = Fleet.from_dict(fields["fleet"])
         return cls(**fields)
 
     def __eq__(self, other: object) -> bool:

@@ -4,26 +4,28 @@ Setting (shared/reference/paper.md): a dense 16-layer model, 32 heads x 128 (hid
 16384, BF16, declared 30B parameters; batch 128, sequence 10000; 16 H100 SXM in 2 nodes of 8;
 baseline TP=8 x PP=2; claimed 12,800 -> 15,360 tokens/s and TPOT 0.078 -> 0.065 ms.
 
-Every layout is evaluated on the same cost model and the same cluster: a stage's compute and
-all-reduces from the roofline, and the transfer into stage j over the link between ranks j-1 and j
+Every layout is solved and evaluated on the same cost model and the same cluster (the problem's
+cluster extension, placement ordered): a stage's compute and all-reduces from the roofline, and
+the transfer into a stage over the link between the previous stage's last device and its first
 (NVLink inside a node, InfiniBand between nodes), then the GPipe simulator over the batch's
 micro-batches.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..algorithms import METHODS, SolveOptions, get_method, solve, tp_dp
+import numpy as np
+
+from ..algorithms import METHODS, SolveOptions, get_method, solve
 from ..core.errors import InvalidInputError
-from ..core.extensions import tp_stage_time
 from ..core.feasibility import diagnose
+from ..core.partition import evaluate
 from ..core.problem import Problem
 from ..core.status import Status
-from ..frontend.lower import problem_from_graph, tensor_parallel_for
+from ..frontend.lower import fleet_for, problem_from_graph, tensor_parallel_for
 from ..frontend.sources import load_model
 from ..hardware.catalogue import capacity_for
 from ..hardware.cluster import PAPER_CLUSTER, Cluster
@@ -102,28 +104,13 @@ class PaperReport:
         }
 
 
-def _cluster_times(problem: Problem, cluster: Cluster, bounds: tuple[int, ...],
-                   degrees: tuple[int, ...]) -> list[float]:
-    """Stage times (``problem`` carries the tensor-parallel extension) with each stage's devices
-    placed in order and the transfer into a stage over the link between the last device of the
-    previous stage and the first of this one."""
-    times, first = [], 0
-    for j, (s, e) in enumerate(itertools.pairwise(bounds)):
-        t = degrees[j]
-        inner = tp_stage_time(problem, s, e, t) - float(problem.transfer_s[s])
-        transfer = 0.0
-        if j > 0:
-            transfer = cluster.link_between(first - 1, first).transfer_s(
-                float(problem.cut_bytes[s]))
-        times.append(inner + transfer)
-        first += t
-    return times
-
-
-def _scenario(name: str, method: str, capacity: str, problem: Problem, cluster: Cluster,
+def _scenario(name: str, method: str, capacity: str, problem: Problem,
               bounds: tuple[int, ...], degrees: tuple[int, ...], workload: Workload,
               note: str = "") -> Scenario:
-    times = _cluster_times(problem, cluster, bounds, degrees)
+    """A layout on the cluster: ``problem`` carries it (and tensor parallelism), so each stage
+    is timed on its devices and its transfer over the link it crosses."""
+    tp = degrees if problem.tensor_parallel is not None else None
+    times = [c.time_s for c in evaluate(problem, bounds, tp_degrees=tp)]
     m = math.ceil(workload.batch / workload.sequences)
     per_mb = workload.tokens_per_step
     sim = simulate(times, m, tokens_per_microbatch=per_mb, phase=workload.phase,
@@ -137,7 +124,10 @@ def _scenario(name: str, method: str, capacity: str, problem: Problem, cluster: 
 def run_paper(model: str = "paper-dense-16l", micro_batch: int = 8,
               methods: tuple[str, ...] = ("greedy", "dp", "ilp"),
               cluster: Cluster = PAPER_CLUSTER, time_limit_s: float = 60.0) -> PaperReport:
-    device = cluster.device
+    device = cluster.device_types[0].device
+    if len(cluster.device_types) != 1 or device is None:
+        raise InvalidInputError(f"{cluster.name!r}: the paper's experiment runs on a cluster of "
+                                "one catalogue device kind", field="cluster")
     workload = Workload(batch=128, seq_len=10_000, micro_batch=micro_batch)
     k = cluster.size
     loaded = load_model(model, workload, device=device.name)
@@ -157,9 +147,12 @@ def run_paper(model: str = "paper-dense-16l", micro_batch: int = 8,
     weights_only = math.ceil(weights / l2)
 
     # 2. Layer-wise at HBM: the paper's method (greedy) and the exact ones, one device a stage.
-    problem = problem_from_graph(graph, hbm, k)
+    latency = np.array([layer["latency_s"] for layer in graph.layers()])
+    fleet = fleet_for(cluster, {device.name: latency}, {device.name: hbm}, "ordered")
+    problem = problem_from_graph(graph, hbm, k, fleet=fleet)
+    per_node = max(count for node in cluster.nodes for _, count in node.devices)
     tp_problem = problem.replace(tensor_parallel=tensor_parallel_for(
-        graph, (1, 2, 4, 8), cluster.devices_per_node, cluster.intra))
+        graph, (1, 2, 4, 8), per_node, cluster.nodes[0].link))
     report = PaperReport(model=graph.name, params_computed=loaded.params or 0,
                          params_declared=declared, workload=workload.to_dict(),
                          cluster=cluster.to_dict(), l2_capacity_bytes=l2,
@@ -183,20 +176,19 @@ def run_paper(model: str = "paper-dense-16l", micro_batch: int = 8,
             continue
         note = "fills a device before opening the next: the fewest devices, not the fastest" \
             if method == "greedy" else ""
-        report.scenarios.append(_scenario(name, method, "hbm", tp_problem, cluster, part.bounds,
+        report.scenarios.append(_scenario(name, method, "hbm", problem, part.bounds,
                                           (1,) * part.num_stages, workload, note))
 
     # 3. The baseline TP=8 x PP=2: eight layers a stage, each stage on one node's 8 GPUs.
     half = problem.n // 2
     report.scenarios.append(_scenario("baseline TP=8 x PP=2", "fixed", "hbm", tp_problem,
-                                      cluster, (0, half, problem.n), (8, 8), workload))
+                                      (0, half, problem.n), (8, 8), workload))
 
     # 4. The best mix of TP degrees and stages the exact DP finds on the same 16 devices.
-    best = tp_dp(tp_problem)
-    if best is not None:
-        _, bounds, degrees = best
+    best = solve(tp_problem, "dp", options)
+    if best.status is not Status.INFEASIBLE:
         report.scenarios.append(_scenario("best TP x PP (dp)", "tp-dp", "hbm", tp_problem,
-                                          cluster, bounds, degrees, workload))
+                                          best.bounds, best.degrees, workload))
     report.contradictions = _contradictions(report, graph, weights)
     return report
 

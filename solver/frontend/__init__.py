@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from .chain import chain_from_dict, chain_to_dict, load_chain
 from .graph import LayerGraph
-from .lower import allreduce_bytes_of, problem_from_graph, residency_for, tensor_parallel_for
+from .lower import (
+    allreduce_bytes_of,
+    fleet_for,
+    kind_latencies,
+    problem_from_graph,
+    residency_for,
+    tensor_parallel_for,
+)
 from .profiles import Profile, apply_profile, load_profile, profile_from_graph, save_profile
 from .sources import LoadedModel, load_model
 
@@ -17,6 +24,8 @@ __all__ = [
     "apply_profile",
     "chain_from_dict",
     "chain_to_dict",
+    "fleet_for",
+    "kind_latencies",
     "load_chain",
     "load_model",
     "load_profile",

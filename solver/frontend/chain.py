@@ -42,6 +42,7 @@ def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
             if key not in layer:
                 raise InvalidInputError(f"layers[{index}] ({layer.get('name', '?')!r}): "
                                         f"missing field {key!r}")
+    layers = [_per_kind(index, layer) for index, layer in enumerate(layers)]
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise InvalidInputError(f"name: expected a non-empty string, got {name!r}")
@@ -66,6 +67,20 @@ def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
     return LayerGraph.chain(name, layers, input_bytes=input_bytes, link=link, metadata=metadata)
 
 
+def _per_kind(index: int, layer: dict[str, Any]) -> dict[str, Any]:
+    """A layer whose ``latency_s`` is an object {device kind: seconds} (for a cluster) keeps it
+    as ``latency_by_kind``; its ``latency_s`` becomes the slowest kind's, which only a plan
+    without the cluster would read, and lower.py refuses that."""
+    times = layer["latency_s"]
+    if not isinstance(times, dict):
+        return layer
+    where = f"layers[{index}] ({layer.get('name', '?')!r}).latency_s"
+    if not times:
+        raise InvalidInputError("expected {device kind: seconds, ...}, got {}", field=where)
+    checked = {str(k): check_number(v, f"{where}.{k}") for k, v in times.items()}
+    return {**layer, "latency_s": max(checked.values()), "latency_by_kind": checked}
+
+
 def load_chain(path: str | Path) -> LayerGraph:
     """Read a chain JSON file; errors name the file, the field and the value."""
     path = Path(path)
@@ -83,6 +98,8 @@ def chain_to_dict(graph: LayerGraph) -> dict[str, Any]:
     for layer in graph.layers():
         entry: dict[str, Any] = {"name": layer["name"]}
         entry.update({k: layer[k] for k in keep if k in layer})
+        if "latency_by_kind" in layer:
+            entry["latency_s"] = dict(layer["latency_by_kind"])
         layers.append(entry)
     doc: dict[str, Any] = {"name": graph.name, "input_bytes": graph.input_bytes}
     if graph.link is not None:

@@ -6,17 +6,26 @@ that cross it (for a chain, the previous layer's activation).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ..core.errors import InvalidInputError
 from ..core.extensions import Residency, TensorParallel, default_allreduce_bytes
+from ..core.fleet import Fleet
 from ..core.link import Link
 from ..core.problem import MemoryModel, Problem
+from ..hardware.cluster import Cluster
 from .graph import LayerGraph
 
-__all__ = ["allreduce_bytes_of", "problem_from_graph", "residency_for", "tensor_parallel_for"]
+__all__ = [
+    "allreduce_bytes_of",
+    "fleet_for",
+    "kind_latencies",
+    "problem_from_graph",
+    "residency_for",
+    "tensor_parallel_for",
+]
 
 
 def problem_from_graph(
@@ -27,11 +36,17 @@ def problem_from_graph(
     *,
     tensor_parallel: TensorParallel | None = None,
     residency: Residency | None = None,
+    fleet: Fleet | None = None,
 ) -> Problem:
-    """Lower ``graph`` to a Problem (extensions optional: see tensor_parallel_for and
-    residency_for)."""
+    """Lower ``graph`` to a Problem (extensions optional: see tensor_parallel_for,
+    residency_for and fleet_for). With a fleet, the canonical fields are rank 0's: its kind's
+    capacity and times, its node's link; each stage's own come from the fleet."""
     graph.validate()
     order = graph.order()
+    per_kind = [n for n in order if "latency_by_kind" in graph.graph.nodes[n]]
+    if per_kind and fleet is None:
+        raise InvalidInputError(f"layer {per_kind[0]!r} gives its latency per device kind; plan "
+                                "it on a cluster that has those kinds", field="latency_s")
     position = {name: i for i, name in enumerate(order)}
     nodes = graph.graph.nodes
     cut = np.zeros(len(order), dtype=np.int64)
@@ -43,6 +58,12 @@ def problem_from_graph(
         diff[position[u] + 1] += nbytes
         diff[position[v] + 1] -= nbytes
     cut[1:] = np.cumsum(diff)[1:len(order)]
+    latency = np.array([nodes[n]["latency_s"] for n in order], dtype=np.float64)
+    link = graph.link
+    if fleet is not None:
+        first = fleet.rank_kind[0]
+        capacity_bytes, latency = fleet.capacity_bytes[first], fleet.latency_s[first]
+        link = fleet.node_links[fleet.rank_node[0]]
     return Problem(
         names=tuple(order),
         weight_bytes=np.array([nodes[n]["weight_bytes"] for n in order], dtype=np.float64),
@@ -50,16 +71,47 @@ def problem_from_graph(
                                   dtype=np.float64),
         buffer_bytes=np.array([nodes[n].get("buffer_bytes", 0) for n in order],
                               dtype=np.float64),
-        latency_s=np.array([nodes[n]["latency_s"] for n in order], dtype=np.float64),
+        latency_s=latency,
         capacity_bytes=capacity_bytes,
         max_stages=max_stages,
         memory_model=MemoryModel.of(memory_model),
         input_bytes=graph.input_bytes,
-        link=graph.link,
+        link=link,
         cut_bytes=cut,
         tensor_parallel=tensor_parallel,
         residency=residency,
+        fleet=fleet,
     )
+
+
+def kind_latencies(graph: LayerGraph, kinds: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per device kind, its layer times from a chain JSON: ``latency_s`` objects {kind:
+    seconds}, or one number a layer for every kind."""
+    out: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for layer in graph.layers():
+        given = layer.get("latency_by_kind")
+        for kind in kinds:
+            if given is None:
+                out[kind].append(float(layer["latency_s"]))
+            elif kind in given:
+                out[kind].append(float(given[kind]))
+            else:
+                raise InvalidInputError(f"layer {layer['name']!r} gives no latency for device "
+                                        f"kind {kind!r} (it gives: {', '.join(given)})",
+                                        field="latency_s")
+    return {kind: np.array(times) for kind, times in out.items()}
+
+
+def fleet_for(cluster: Cluster, latency_by_kind: Mapping[str, np.ndarray],
+              capacity_by_kind: Mapping[str, int], placement: str) -> Fleet:
+    """The cluster extension: the cluster's ranks, links, each kind's capacity and times."""
+    kinds = cluster.kinds
+    ranks = cluster.ranks
+    return Fleet(kinds, tuple(capacity_by_kind[k] for k in kinds),
+                 np.vstack([latency_by_kind[k] for k in kinds]),
+                 tuple(kinds.index(k) for k, _ in ranks), tuple(g for _, g in ranks),
+                 tuple(node.link for node in cluster.nodes), cluster.inter_node_link, placement,
+                 cluster.name)
 
 
 def allreduce_bytes_of(graph: LayerGraph) -> np.ndarray:

@@ -12,7 +12,16 @@ from .catalogue import (
     load_devices,
     register_devices,
 )
-from .cluster import PAPER_CLUSTER, Cluster, get_cluster, stage_transfer_s
+from .cluster import (
+    PAPER_CLUSTER,
+    Cluster,
+    ClusterNode,
+    DeviceType,
+    cluster_from_dict,
+    get_cluster,
+    load_cluster,
+    stage_transfer_s,
+)
 from .cost import memory_time, roofline_latency, stage_fits_tier, weight_read_bytes
 from .footprint import DTYPE_BYTES, LayerFootprint, Workload, footprints
 
@@ -22,13 +31,17 @@ __all__ = [
     "ENV_VAR",
     "PAPER_CLUSTER",
     "Cluster",
+    "ClusterNode",
     "Device",
+    "DeviceType",
     "LayerFootprint",
     "Workload",
     "capacity_for",
+    "cluster_from_dict",
     "footprints",
     "get_cluster",
     "get_device",
+    "load_cluster",
     "load_devices",
     "memory_time",
     "register_devices",

@@ -1,18 +1,35 @@
-"""Clusters: nodes of identical devices, a fast link inside a node and a slower one between.
+"""Clusters: nodes of devices of one or more kinds, a link inside each node, one between nodes.
 
-Ranks fill node by node: ranks 0..d-1 are node 0, d..2d-1 node 1, and so on, so pipeline
-stage j placed on rank j crosses nodes only between the last rank of one node and the first of
-the next (7 -> 8 in a 2 x 8 cluster).
+A cluster is an ordered list of nodes; each node holds devices of one or more kinds (in the
+order given) and has a link between its devices; one inter-node link joins any two nodes. Ranks
+are numbered node by node, and inside a node kind by kind. A device kind either carries its
+``capacity_bytes`` or names a catalogue device (as its name, or with ``device``), whose tiers
+give the capacity from ``--capacity`` and whose cost model gives the layer times.
+
+Cluster JSON (README: "Clusters")::
+
+    {"name": "lab",
+     "device_types": {"big": {"capacity_bytes": 80000000000, "device": "h100-sxm"},
+                      "small": {"capacity_bytes": 24000000000}},
+     "nodes": [{"devices": {"big": 2, "small": 1},
+                "link": {"bandwidth_bytes_per_s": 3e11, "latency_s": 2e-6}},
+               {"devices": {"small": 2}, "link": {...}}],
+     "inter_node_link": {"bandwidth_bytes_per_s": 5e10, "latency_s": 5e-6}}
+
+Built in: ``paper`` (= ``2x8-h100-sxm``), and ``NODESxPER-DEVICE`` for any catalogue device
+(its own link inside a node, InfiniBand NDR between nodes).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..core.errors import InvalidInputError
-from ..core.link import Link, check_number, check_whole
+from ..core.files import read_json
+from ..core.link import MAX_BYTES, Link, check_number, check_whole
 from .catalogue import DEVICES, Device, get_device
 
 __all__ = [
@@ -20,7 +37,11 @@ __all__ = [
     "INFINIBAND_NDR_SOURCES",
     "PAPER_CLUSTER",
     "Cluster",
+    "ClusterNode",
+    "DeviceType",
+    "cluster_from_dict",
     "get_cluster",
+    "load_cluster",
     "stage_transfer_s",
 ]
 
@@ -35,43 +56,73 @@ INFINIBAND_NDR_SOURCES: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class DeviceType:
+    """A kind of device: its capacity, its catalogue device (for layer times), or both."""
+
+    name: str
+    capacity_bytes: int | None = None
+    device: Device | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"capacity_bytes": self.capacity_bytes,
+                "device": None if self.device is None else self.device.name}
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    devices: tuple[tuple[str, int], ...]
+    """(kind, count) in rank order."""
+    link: Link
+
+
+@dataclass(frozen=True)
 class Cluster:
-    device: Device
-    nodes: int
-    devices_per_node: int
-    intra: Link
-    """Between two devices of one node (NVLink/NVSwitch), one direction."""
-    inter: Link
-    """Between nodes (InfiniBand), one direction."""
-    name: str = ""
+    name: str
+    device_types: tuple[DeviceType, ...]
+    nodes: tuple[ClusterNode, ...]
+    inter_node_link: Link
     sources: dict[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        for attr in ("nodes", "devices_per_node"):
-            check_whole(getattr(self, attr), f"cluster.{attr}")
+    @property
+    def ranks(self) -> list[tuple[str, int]]:
+        """(kind, node) of every rank, in rank order."""
+        return [(kind, g) for g, node in enumerate(self.nodes)
+                for kind, count in node.devices for _ in range(count)]
 
     @property
     def size(self) -> int:
-        return self.nodes * self.devices_per_node
+        return len(self.ranks)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.device_types)
+
+    def device_type(self, name: str) -> DeviceType:
+        return next(t for t in self.device_types if t.name == name)
 
     def _check_rank(self, rank: int, what: str) -> None:
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < self.size:
-            raise InvalidInputError(f"{what}: must be a rank in 0..{self.size - 1} of cluster "
-                                    f"{self.name or '?'}, got {rank!r}")
+            raise InvalidInputError(f"must be a rank in 0..{self.size - 1} of cluster "
+                                    f"{self.name or '?'}, got {rank!r}", field=what)
 
     def link_between(self, rank_a: int, rank_b: int) -> Link:
-        """The link a transfer from rank_a to rank_b uses: intra within a node, else inter."""
+        """The link a transfer from rank_a to rank_b uses: the node's within a node, else the
+        inter-node link."""
         self._check_rank(rank_a, "rank_a")
         self._check_rank(rank_b, "rank_b")
         if rank_a == rank_b:
-            raise InvalidInputError(f"link_between: ranks are the same ({rank_a}): no link")
-        same = rank_a // self.devices_per_node == rank_b // self.devices_per_node
-        return self.intra if same else self.inter
+            raise InvalidInputError(f"ranks are the same ({rank_a}): no link", field="rank_b")
+        ranks = self.ranks
+        node_a, node_b = ranks[rank_a][1], ranks[rank_b][1]
+        return self.nodes[node_a].link if node_a == node_b else self.inter_node_link
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "device": self.device.name, "nodes": self.nodes,
-                "devices_per_node": self.devices_per_node, "intra": self.intra.to_dict(),
-                "inter": self.inter.to_dict(), "sources": dict(self.sources)}
+        return {"name": self.name,
+                "device_types": {t.name: t.to_dict() for t in self.device_types},
+                "nodes": [{"devices": dict(node.devices), "link": node.link.to_dict()}
+                          for node in self.nodes],
+                "inter_node_link": self.inter_node_link.to_dict(),
+                "sources": dict(self.sources)}
 
 
 def stage_transfer_s(cluster: Cluster, stage_index: int, nbytes: float) -> float:
@@ -88,8 +139,10 @@ def _standard(device: Device, nodes: int, per_node: int, name: str) -> Cluster:
     """Nodes of ``device`` joined by the device's own link inside a node and IB NDR between."""
     sources = {f"intra.{k}": device.sources.get(f"link.{k}", "") for k in
                ("bandwidth_bytes_per_s", "latency_s")}
-    return Cluster(device, nodes, per_node, device.link, INFINIBAND_NDR, name=name,
-                   sources={**sources, **INFINIBAND_NDR_SOURCES})
+    return Cluster(name, (DeviceType(device.name, None, device),),
+                   tuple(ClusterNode(((device.name, per_node),), device.link)
+                         for _ in range(nodes)),
+                   INFINIBAND_NDR, sources={**sources, **INFINIBAND_NDR_SOURCES})
 
 
 PAPER_CLUSTER = _standard(DEVICES["h100-sxm"], 2, 8, "2x8-h100-sxm")
@@ -98,19 +151,124 @@ PAPER_CLUSTER = _standard(DEVICES["h100-sxm"], 2, 8, "2x8-h100-sxm")
 
 _ALIASES = {"paper": "2x8-h100-sxm"}
 _PATTERN = re.compile(r"^(\d+)x(\d+)-(.+)$")
+_TOP = frozenset({"name", "device_types", "nodes", "inter_node_link", "sources"})
+
+
+def _link(raw: Any, where: str) -> Link:
+    if not isinstance(raw, dict) or "bandwidth_bytes_per_s" not in raw:
+        raise InvalidInputError(f"expected {{'bandwidth_bytes_per_s': ..., 'latency_s': ...}}, "
+                                f"got {raw!r:.80}", field=where)
+    extra = sorted(set(raw) - {"bandwidth_bytes_per_s", "latency_s"})
+    if extra:
+        raise InvalidInputError(f"unknown field {extra[0]!r}", field=where)
+    return Link(check_number(raw["bandwidth_bytes_per_s"], f"{where}.bandwidth_bytes_per_s",
+                             positive=True),
+                check_number(raw.get("latency_s", 0.0), f"{where}.latency_s"))
+
+
+def _device_type(name: str, raw: Any) -> DeviceType:
+    where = f"device_types.{name}"
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"expected an object, got {raw!r:.60}", field=where)
+    extra = sorted(set(raw) - {"capacity_bytes", "device"})
+    if extra:
+        raise InvalidInputError(f"unknown field {extra[0]!r} (known: capacity_bytes, device)",
+                                field=where)
+    capacity = None
+    if raw.get("capacity_bytes") is not None:
+        capacity = check_whole(raw["capacity_bytes"], f"{where}.capacity_bytes")
+        if capacity >= MAX_BYTES:
+            raise InvalidInputError(f"{capacity} is beyond the 2^62 bytes this tool counts",
+                                    field=f"{where}.capacity_bytes")
+    device_name = raw.get("device", name if name in DEVICES else None)
+    device = None
+    if device_name is not None:
+        if not isinstance(device_name, str) or device_name not in DEVICES:
+            raise InvalidInputError(f"unknown device {device_name!r} (known: "
+                                    f"{', '.join(DEVICES)})", field=f"{where}.device")
+        device = DEVICES[device_name]
+    if capacity is None and device is None:
+        raise InvalidInputError("give capacity_bytes, or name a catalogue device (as the kind's "
+                                "name or with device) whose tiers --capacity picks from",
+                                field=where)
+    return DeviceType(name, capacity, device)
+
+
+def cluster_from_dict(doc: Any, default_name: str = "cluster") -> Cluster:
+    """Validate a parsed cluster JSON; errors name the field and the value."""
+    if not isinstance(doc, dict):
+        raise InvalidInputError(f"expected a JSON object, got {type(doc).__name__}")
+    unknown = sorted(set(doc) - _TOP)
+    if unknown:
+        raise InvalidInputError(f"unknown top-level field {unknown[0]!r} (known: "
+                                f"{', '.join(sorted(_TOP))})")
+    raw_types = doc.get("device_types")
+    if not isinstance(raw_types, dict) or not raw_types:
+        raise InvalidInputError(f"expected an object of device kinds, got {raw_types!r:.60}",
+                                field="device_types")
+    types = tuple(_device_type(str(name), raw) for name, raw in raw_types.items())
+    raw_nodes = doc.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise InvalidInputError(f"expected a non-empty list of nodes, got {raw_nodes!r:.60}",
+                                field="nodes")
+    nodes = []
+    for g, raw in enumerate(raw_nodes):
+        where = f"nodes[{g}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("devices"), dict) \
+                or not raw["devices"]:
+            raise InvalidInputError("expected {'devices': {kind: count, ...}, 'link': {...}}, "
+                                    f"got {raw!r:.80}", field=where)
+        extra = sorted(set(raw) - {"devices", "link"})
+        if extra:
+            raise InvalidInputError(f"unknown field {extra[0]!r}", field=where)
+        devices = []
+        for kind, count in raw["devices"].items():
+            if kind not in raw_types:
+                raise InvalidInputError(f"unknown device kind {kind!r} (known: "
+                                        f"{', '.join(raw_types)})", field=f"{where}.devices")
+            devices.append((str(kind), check_whole(count, f"{where}.devices.{kind}", 0)))
+        if sum(c for _, c in devices) == 0:
+            raise InvalidInputError("a node needs at least one device", field=f"{where}.devices")
+        nodes.append(ClusterNode(tuple(devices), _link(raw.get("link"), f"{where}.link")))
+    inter = _link(doc.get("inter_node_link"), "inter_node_link") if "inter_node_link" in doc \
+        or len(nodes) > 1 else nodes[0].link
+    name = doc.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"expected a non-empty string, got {name!r}", field="name")
+    sources = doc.get("sources") or {}
+    if not isinstance(sources, dict):
+        raise InvalidInputError(f"expected an object, got {sources!r:.60}", field="sources")
+    return Cluster(name, types, tuple(nodes), inter, {str(k): str(v) for k, v in sources.items()})
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    """A cluster JSON file; errors name the file, the field and the value."""
+    p = Path(path)
+    try:
+        return cluster_from_dict(read_json(p, "cluster"), default_name=p.stem)
+    except InvalidInputError as exc:
+        if str(exc).startswith(str(p)):
+            raise
+        raise InvalidInputError(f"{p}: {exc}", field="cluster") from None
 
 
 def get_cluster(name: str) -> Cluster:
-    """A named cluster: ``paper`` (= ``2x8-h100-sxm``), or ``NODESxPER-DEVICE`` for any device
-    in the catalogue, e.g. ``4x8-a100-80gb`` (the device's link inside a node, IB NDR between)."""
+    """A cluster JSON file, or a built-in name: ``paper`` (= ``2x8-h100-sxm``), or
+    ``NODESxPER-DEVICE`` for any device in the catalogue, e.g. ``4x8-a100-80gb``."""
+    if name.lower().endswith(".json") or Path(name).is_file():
+        return load_cluster(name)
     key = _ALIASES.get(name, name)
     if key == PAPER_CLUSTER.name:
         return PAPER_CLUSTER
     match = _PATTERN.match(key)
     if match is None:
-        raise InvalidInputError(f"unknown cluster {name!r} (known: paper, 2x8-h100-sxm, or "
-                                "NODESxPER-DEVICE such as 4x8-a100-80gb)", field="cluster")
+        raise InvalidInputError(f"unknown cluster {name!r} (known: paper, 2x8-h100-sxm, "
+                                "NODESxPER-DEVICE such as 4x8-a100-80gb, or a cluster JSON file)",
+                                field="cluster")
     nodes, per_node = int(match.group(1)), int(match.group(2))
+    if nodes < 1 or per_node < 1:
+        raise InvalidInputError(f"{name!r}: nodes and devices per node must be >= 1",
+                                field="cluster")
     try:
         device = get_device(match.group(3))
     except InvalidInputError as exc:

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from ..core.errors import InfeasibleError
+from ..core.fleet import Fleet
 from ..core.partition import Partition, evaluate
 from ..core.problem import Problem
 from ..core.status import Status
@@ -17,7 +18,7 @@ from ..frontend.graph import LayerGraph
 from .simulate import simulate_plan
 from .types import HardwareInfo, ModelInfo, Plan, SolverInfo, StagePlan
 
-__all__ = ["build_plan", "fingerprint"]
+__all__ = ["build_plan", "cluster_record", "fingerprint"]
 
 
 def fingerprint(graph: LayerGraph) -> str:
@@ -58,17 +59,20 @@ def build_plan(
         raise InfeasibleError(partition.diagnosis or "no partition fits")
     resident = partition.resident
     costs = evaluate(problem, partition.bounds, tp_degrees=partition.tp_degrees,
-                     resident=resident)
+                     resident=resident, ranks=partition.ranks)
+    fleet = problem.fleet
     stages = []
-    for j, (cost, rank) in enumerate(zip(costs, partition.device_ranks, strict=True)):
-        s, e = cost.start, cost.end
+    for j, cost in enumerate(costs):
+        s, e, rank = cost.start, cost.end, cost.rank
         stages.append(StagePlan(
             index=j, device_rank=rank, layers=problem.names[s:e], memory_bytes=cost.memory_bytes,
-            headroom_bytes=problem.capacity_bytes - cost.memory_bytes, latency_s=cost.time_s,
+            headroom_bytes=cost.capacity_bytes - cost.memory_bytes, latency_s=cost.time_s,
             compute_s=cost.time_s - cost.transfer_in_s, transfer_in_s=cost.transfer_in_s,
             tp_degree=cost.tp_degree,
             resident_layers=None if resident is None else
             tuple(problem.names[i] for i in range(s, e) if resident[i]),
+            device_type=None if fleet is None else fleet.kinds[fleet.rank_kind[rank]],
+            node=None if fleet is None else fleet.rank_node[rank],
         ))
     times = [st.latency_s for st in stages]
     bottleneck = max(times)
@@ -80,7 +84,8 @@ def build_plan(
         workload=workload,
         hardware=HardwareInfo(device, tier, problem.capacity_bytes, problem.max_stages,
                               problem.memory_model.value,
-                              None if problem.link is None else problem.link.to_dict()),
+                              None if problem.link is None else problem.link.to_dict(),
+                              None if fleet is None else cluster_record(fleet)),
         method=partition.method,
         solver=SolverInfo(partition.status, partition.objective, partition.bound, partition.gap,
                           partition.wall_s, partition.backend, time_limit_s, _record(partition)),
@@ -100,6 +105,22 @@ def build_plan(
         },
     )
     return _with_simulation(plan)
+
+
+def cluster_record(fleet: Fleet) -> dict[str, Any]:
+    """The cluster as the plan records it: cluster JSON with each kind's capacity resolved, and
+    the placement."""
+    nodes: list[dict[str, Any]] = []
+    for g, link in enumerate(fleet.node_links):
+        counts: dict[str, int] = {}
+        for k, node in zip(fleet.rank_kind, fleet.rank_node, strict=True):
+            if node == g:
+                counts[fleet.kinds[k]] = counts.get(fleet.kinds[k], 0) + 1
+        nodes.append({"devices": counts, "link": link.to_dict()})
+    return {"name": fleet.name, "placement": fleet.placement,
+            "device_types": {kind: {"capacity_bytes": cap}
+                             for kind, cap in zip(fleet.kinds, fleet.capacity_bytes, strict=True)},
+            "nodes": nodes, "inter_node_link": fleet.inter_node_link.to_dict()}
 
 
 def _record(partition: Partition) -> dict[str, Any]:

@@ -32,7 +32,8 @@ __all__ = [
     "plan_schema",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+"""1.1: stages may carry device_type and node, hardware may carry the cluster."""
 
 
 @lru_cache(maxsize=1)
@@ -60,6 +61,16 @@ class HardwareInfo:
     devices: int
     memory_model: str
     link: dict[str, float] | None = None
+    cluster: dict[str, Any] | None = None
+    """The cluster the plan is placed on, as cluster JSON with every kind's capacity resolved,
+    and its ``placement`` (ordered or free)."""
+
+    def rank_kinds(self) -> list[tuple[str, int]]:
+        """(device kind, node) of every rank of the cluster; [] without one."""
+        if not self.cluster:
+            return []
+        return [(kind, g) for g, node in enumerate(self.cluster["nodes"])
+                for kind, count in node["devices"].items() for _ in range(int(count))]
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,10 @@ class StagePlan:
     """Devices the stage spans (tensor parallelism); memory_bytes is per device."""
     resident_layers: tuple[str, ...] | None = None
     """Tiered residency: the layers whose weights stay in the on-chip tier (None: all)."""
+    device_type: str | None = None
+    """On a cluster: the kind of the stage's devices."""
+    node: int | None = None
+    """On a cluster: the node of the stage's devices."""
 
 
 @dataclass(frozen=True)
@@ -166,10 +181,11 @@ class Plan:
             if stage.index != position:
                 raise InvalidInputError(f"{source}: stages/{position}/index: expected {position}, "
                                         f"got {stage.index}")
-            if stage.memory_bytes > self.hardware.capacity_bytes:
+            capacity = self._capacity(stage, source)
+            if stage.memory_bytes > capacity:
                 raise InvalidInputError(
                     f"{source}: stages/{position}/memory_bytes: {stage.memory_bytes} exceeds "
-                    f"hardware.capacity_bytes {self.hardware.capacity_bytes}")
+                    f"the capacity {capacity} of its device")
         layers = [name for stage in self.stages for name in stage.layers]
         if len(layers) != self.model.num_layers or len(set(layers)) != len(layers):
             raise InvalidInputError(f"{source}: stages: list {len(layers)} layers "
@@ -181,22 +197,61 @@ class Plan:
             raise InvalidInputError(f"{source}: stages: {len(self.stages)} stages on {used} "
                                     f"devices for hardware.devices {self.hardware.devices}")
 
+    def _capacity(self, stage: StagePlan, source: str) -> int:
+        """The capacity of the stage's device: its kind's on a cluster."""
+        cluster = self.hardware.cluster
+        if not cluster:
+            return self.hardware.capacity_bytes
+        kinds = cluster.get("device_types") or {}
+        entry = kinds.get(stage.device_type) if isinstance(kinds, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("capacity_bytes"), int):
+            raise InvalidInputError(f"{source}: stages/{stage.index}/device_type: "
+                                    f"{stage.device_type!r} is no device kind of "
+                                    "hardware.cluster with a capacity")
+        return int(entry["capacity_bytes"])
+
+    def _check_ranks(self, source: str) -> None:
+        """Stages on devices that exist, one node and kind a stage, none twice; in order
+        from rank 0 unless the cluster's placement is free."""
+        ranks = self.hardware.rank_kinds()
+        cluster = self.hardware.cluster or {}
+        free = cluster.get("placement") == "free"
+        taken: set[int] = set()
+        rank = 0
+        for st in self.stages:
+            if not free and st.device_rank != rank:
+                raise InvalidInputError(f"{source}: stages/{st.index}/device_rank: expected {rank} "
+                                        f"(after the devices of the stages before), got "
+                                        f"{st.device_rank}")
+            rank += st.tp_degree
+            block = set(range(st.device_rank, st.device_rank + st.tp_degree))
+            if block & taken:
+                raise InvalidInputError(f"{source}: stages/{st.index}/device_rank: device "
+                                        f"{min(block & taken)} hosts two stages")
+            taken |= block
+            if not ranks:
+                continue
+            if max(block) >= len(ranks) or len({ranks[r] for r in block}) != 1:
+                raise InvalidInputError(f"{source}: stages/{st.index}/device_rank: ranks "
+                                        f"{st.device_rank}..{max(block)} are not devices of one "
+                                        f"kind and node of the {len(ranks)} of hardware.cluster")
+            kind, node = ranks[st.device_rank]
+            if (st.device_type, st.node) != (kind, node):
+                raise InvalidInputError(f"{source}: stages/{st.index}: device_type "
+                                        f"{st.device_type!r} on node {st.node}, but rank "
+                                        f"{st.device_rank} is a {kind!r} of node {node}")
+
     def _check_numbers(self, source: str) -> None:
         """Numbers a hand edit can make disagree: each is recomputed from the stages."""
         if self.solver.status is Status.INFEASIBLE:
             raise InvalidInputError(f"{source}: solver/status: 'infeasible' for a plan with stages")
-        rank = 0
+        self._check_ranks(source)
         for st in self.stages:
             for name in ("latency_s", "compute_s", "transfer_in_s"):
                 if not math.isfinite(getattr(st, name)):
                     raise InvalidInputError(f"{source}: stages/{st.index}/{name}: must be finite, "
                                             f"got {getattr(st, name)}")
-            if st.device_rank != rank:
-                raise InvalidInputError(f"{source}: stages/{st.index}/device_rank: expected {rank} "
-                                        f"(after the devices of the stages before), got "
-                                        f"{st.device_rank}")
-            rank += st.tp_degree
-            if st.headroom_bytes != self.hardware.capacity_bytes - st.memory_bytes:
+            if st.headroom_bytes != self._capacity(st, source) - st.memory_bytes:
                 raise InvalidInputError(f"{source}: stages/{st.index}/headroom_bytes: "
                                         f"{st.headroom_bytes} is not capacity - memory_bytes")
         times = [st.latency_s for st in self.stages]

@@ -9,6 +9,7 @@ from ...core.problem import Problem
 from ..base import SolveOptions
 from .backends import DEFAULT_BACKEND, ILP_BACKENDS, IlpBackend, get_backend
 from .canonical import solve_canonical
+from .cluster import solve_free, solve_ordered
 from .tiered import solve_tiered
 from .tp import solve_tp
 
@@ -19,6 +20,10 @@ def solve_ilp(problem: Problem, options: SolveOptions) -> Partition:
     """Minimise the slowest stage with the formulation the problem's extensions call for, on
     ``options.backend`` (default cpsat)."""
     backend = get_backend(options.backend)
+    if problem.fleet is not None:
+        if problem.fleet.placement == "free":
+            return solve_free(problem, options, backend)
+        return solve_ordered(problem, options, backend)
     if problem.tensor_parallel is not None:
         return solve_tp(problem, options, backend)
     if problem.residency is not None:

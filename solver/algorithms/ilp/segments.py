@@ -13,7 +13,7 @@ import numpy as np
 from ...core.errors import SolverError
 from .model import Row
 
-__all__ = ["chain_of", "flow_rows", "start_time_rows"]
+__all__ = ["chain_of", "flow_rows", "start_time_rows", "state_flow_rows"]
 
 
 def _by_position(positions: np.ndarray, n: int) -> list[np.ndarray]:
@@ -58,3 +58,22 @@ def chain_of(starts: np.ndarray, ends: np.ndarray, chosen: np.ndarray, n: int) -
         raise SolverError(f"the ILP solution's segments {list(zip(s, e, strict=True))} do not "
                           "form a chain from the first layer to the last")
     return picked
+
+
+def state_flow_rows(tails: np.ndarray, heads: np.ndarray, source: int, sinks: set[int],
+                    states: int) -> list[Row]:
+    """Flow over a graph of states (arc k from tails[k] to heads[k]): one unit leaves
+    ``source``, one enters the sinks in all, and what enters any other state leaves it."""
+    outs, ins = _by_position(tails, states - 1), _by_position(heads, states - 1)
+    into_sinks = np.concatenate([ins[s] for s in sorted(sinks)]) if sinks else np.array([], int)
+    rows = [Row(outs[source], np.ones(len(outs[source])), "==", 1.0, name="leave_source"),
+            Row(into_sinks, np.ones(len(into_sinks)), "==", 1.0, name="enter_sinks")]
+    for q in range(states):
+        if q == source or q in sinks:
+            continue
+        into, out = ins[q], outs[q]
+        if len(into) or len(out):
+            rows.append(Row(np.concatenate((into, out)),
+                            np.concatenate((np.ones(len(into)), -np.ones(len(out)))),
+                            "==", 0.0, name=f"flow_{q}"))
+    return rows
