@@ -141,7 +141,7 @@ def test_the_exact_free_search_refuses_what_it_cannot_hold(monkeypatch: pytest.M
     import solver.core.free as free_search
 
     problem = fleet_problem(5, 5, free=True)
-    monkeypatch.setattr(free_search, "FREE_MAX_STATES", 10)
+    monkeypatch.setattr(free_search, "FREE_MAX_BYTES", 10)
     with pytest.raises(InvalidInputError, match="use the ilp method") as err:
         solve(problem, "parametric")
     assert err.value.field == "method"
@@ -337,3 +337,40 @@ def test_ordered_infeasible_says_how_far_the_ranks_hold() -> None:
                               "layers; placement free may")
     free = ordered.replace(fleet=fleet.with_placement("free"))
     assert solve(free).status is Status.OPTIMAL
+
+
+def _review_instance(seed: int) -> Problem:
+    """A generator a review used (3 kinds, 1-3 nodes, peak memory): seed 23 made HiGHS return
+    its warm start although it had found a better plan."""
+    rng = np.random.default_rng(1000 + seed)
+    n = int(rng.integers(2, 8))
+    base = random_problem(seed, n, memory_model="peak", tightness=float(rng.uniform(0.2, 0.6)))
+    kinds, nodes, total = int(rng.integers(2, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 7))
+    devices = [(int(rng.integers(0, nodes)), int(rng.integers(0, kinds))) for _ in range(total)]
+    rank_kind: list[int] = []
+    rank_node: list[int] = []
+    for g in range(nodes):
+        for k in rng.permutation(kinds).tolist():
+            count = sum(1 for d in devices if d == (g, k))
+            rank_kind += [k] * count
+            rank_node += [g] * count
+    caps = tuple(int(base.capacity_bytes * rng.uniform(0.4, 1.6)) for _ in range(kinds))
+    lat = np.vstack([base.latency_s * rng.uniform(0.3, 2.5, n) for _ in range(kinds)])
+    links = tuple(Link(float(rng.choice([5e3, 2e4, 1e5])), float(rng.choice([0.0, 0.01, 0.2])))
+                  for _ in range(nodes))
+    inter = Link(float(rng.choice([2e3, 5e3, 3e4])), float(rng.choice([0.05, 0.5])))
+    fleet = Fleet(tuple("abc"[:kinds]), caps, lat, tuple(rank_kind), tuple(rank_node), links,
+                  inter, "free", "t")
+    return base.replace(fleet=fleet, max_stages=int(rng.integers(1, len(rank_kind) + 1)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_warm_start_is_not_returned_over_a_better_plan(backend: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import solver.core.free as free_search
+
+    problem = _review_instance(23)
+    expected = brute(problem)
+    monkeypatch.setattr(free_search, "FREE_MAX_BYTES", 0)  # the ILP alone, no certificate
+    part = solve(problem, "ilp", SolveOptions(backend=backend, use_hint=True))
+    assert part.objective == pytest.approx(expected, rel=1e-9) and part.status is Status.OPTIMAL

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ..algorithms import ILP_BACKENDS, METHODS, SolveOptions, solve
-from ..core.errors import SolverError
+from ..core.errors import InvalidInputError, SolverError
 from ..core.partition import Partition, evaluate
 from ..core.problem import Problem
 from ..core.status import Status
@@ -20,22 +20,32 @@ COMPARE_COLUMNS = ["method", "stages", "max_stage_latency_s", "ratio_to_best",
 
 
 def compare(problem: Problem, methods: Sequence[str] | None = None,
-            options: SolveOptions | None = None) -> list[tuple[str, Partition]]:
+            options: SolveOptions | None = None,
+            skipped: list[tuple[str, str]] | None = None) -> list[tuple[str, Partition]]:
     """Solve with each method (the ILP once per installed backend); labelled answers. A method
-    that does not model the problem's extensions is left out (``unsupported`` lists them)."""
+    that does not model the problem's extensions, or refuses its size (the DP's table, the exact
+    cluster searches), is left out and, with ``skipped``, listed there with its reason."""
     options = options or SolveOptions()
     answers: list[tuple[str, Partition]] = []
+    refusals: list[InvalidInputError] = []
     for name in methods or list(METHODS):
         if name in METHODS and METHODS[name].refusal(problem) is not None:
             continue
-        if name == "ilp":
-            for backend, spec in ILP_BACKENDS.items():
-                if not spec.available():
-                    continue
-                opts = dataclasses.replace(options, backend=backend)
-                answers.append((f"ilp/{backend}", solve(problem, "ilp", opts)))
-        else:
-            answers.append((name, solve(problem, name, options)))
+        runs = [(f"ilp/{b}", dataclasses.replace(options, backend=b))
+                for b, spec in ILP_BACKENDS.items() if spec.available()] \
+            if name == "ilp" else [(name, options)]
+        for label, opts in runs:
+            try:
+                answers.append((label, solve(problem, name, opts)))
+            except InvalidInputError as exc:
+                if exc.field != "method":
+                    raise
+                refusals.append(exc)
+                if skipped is not None:
+                    skipped.append((label, exc.reason))
+    if not answers and refusals:
+        # Nothing ran: the user's own choice of methods is the error, so say why.
+        raise refusals[0]
     if not answers:
         raise SolverError("no method could run (no ILP backend installed?)")
     return answers

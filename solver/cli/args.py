@@ -256,6 +256,10 @@ def _cluster_problem(args: argparse.Namespace) -> tuple[LoadedModel, Problem, st
                                     field="capacity")
         elif kind.device is not None:  # cluster.py: a kind names a capacity, a device or both
             capacities[kind.name], tiers[kind.name] = capacity_for(args.capacity, kind.device)
+    if args.capacity is not None and all(t.capacity_bytes is not None
+                                         for t in cluster.device_types):
+        warn(f"--capacity {args.capacity}: every device kind of cluster {cluster.name!r} gives "
+             "its own capacity_bytes; ignored")
     used = {k for k, _ in cluster.ranks}
     first = cluster.device_type(cluster.ranks[0][0])
     if first.device is not None:

@@ -41,11 +41,17 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         extensions = ", ".join(sorted(e.value for e in problem.extensions))
         warn(f"{', '.join(skipped)}: do not model {extensions}; left out")
+    refused: list[tuple[str, str]] = []
     with Progress(sys.stderr, "compare") as progress:
-        answers = compare(problem, methods, options_from_args(args, progress=progress))
+        answers = compare(problem, methods, options_from_args(args, progress=progress), refused)
+    for label, reason in refused:
+        warn(f"{label}: left out ({reason})")
     table = compare_table(problem, answers)
-    print(f"{problem.n} layers, {problem.max_stages} devices, capacity "
-          f"{format_bytes(problem.capacity_bytes)} ({problem.memory_model.value})")
+    fleet = problem.fleet
+    where = f"cluster {fleet.name} ({fleet.placement} placement)" if fleet is not None else \
+        f"capacity {format_bytes(problem.capacity_bytes)}"
+    print(f"{problem.n} layers, {problem.stage_limit if fleet else problem.max_stages} devices, "
+          f"{where} ({problem.memory_model.value})")
     shown = table.copy()
     shown["min_headroom_bytes"] = [format_bytes(v) if pd.notna(v) else "-"
                                    for v in shown["min_headroom_bytes"]]

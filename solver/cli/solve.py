@@ -79,6 +79,9 @@ def stage_table(plan: Any) -> str:
         f"{plan.method}{'/' + sol.backend if sol.backend else ''} {sol.status.value}{gap} "
         f"in {sol.wall_s:.3g} s",
     ]
+    if sol.info.get("certified_by_exact_search"):
+        lines.append("the backend did not finish its proof; an exact search proves this plan "
+                     "optimal")
     if sol.info.get("why"):
         lines.append(f"method chosen by auto: {sol.info['why']}")
     if tps is not None:
@@ -111,6 +114,8 @@ def _with_extensions(args: argparse.Namespace, loaded: Any, problem: Any, tier: 
             problem = problem.replace(tensor_parallel=tensor_parallel_for(
                 loaded.graph, degrees, per_node, link))
     if args.residency == "partial":
+        if args.cluster:
+            raise InvalidInputError("--residency partial cannot be combined with --cluster yet")
         if args.profile:
             raise InvalidInputError("--residency partial: cannot use --profile (a profile has one "
                                     "latency per layer; residency needs an on-chip and a "

@@ -92,14 +92,13 @@ class Fleet:
             raise InvalidInputError("a device names an unknown kind or node", field="cluster.nodes")
         if list(rn) != sorted(rn):
             raise InvalidInputError("ranks must be numbered node by node", field="cluster.nodes")
-        for g in range(len(links)):
-            seen: list[int] = []
-            for k, n in zip(rk, rn, strict=True):
-                if n == g and (not seen or seen[-1] != k):
-                    if k in seen:
-                        raise InvalidInputError(f"node {g}: ranks must run kind by kind",
-                                                field="cluster.nodes")
-                    seen.append(k)
+        seen: set[tuple[int, int]] = set()
+        for r, (k, g) in enumerate(zip(rk, rn, strict=True)):
+            if r == 0 or (rk[r - 1], rn[r - 1]) != (k, g):  # a new run of one kind in one node
+                if (g, k) in seen:
+                    raise InvalidInputError(f"node {g}: ranks must run kind by kind",
+                                            field="cluster.nodes")
+                seen.add((g, k))
         if not all(isinstance(x, Link) for x in (*links, self.inter_node_link)):
             raise InvalidInputError("expected links", field="cluster.links")
         if self.placement not in PLACEMENTS:

@@ -8,7 +8,7 @@ node g reaches (p, reach(p)] for each p in B[g][u], with the reach of c's view (
 link from g's node) under z. Vectors are visited by how many devices they use, every vector of
 a level in one numpy step per (class, node), so a probe costs O(vectors x n) array work.
 The state space is the product over classes of (devices + 1), times the nodes + 1: exact where
-that is small (FREE_MAX_STATES), and what the parametric search and the ILP's certificate use.
+that is small (FREE_MAX_BYTES), and what the parametric search and the ILP's certificate use.
 """
 
 from __future__ import annotations
@@ -21,11 +21,18 @@ from .errors import InvalidInputError
 from .fleet import DeviceClass, Fleet, stage_view
 from .problem import Problem
 
-__all__ = ["FREE_MAX_STATES", "free_partition", "free_reach", "free_search_fits", "free_states",
-           "free_views", "reach_union"]
+__all__ = [
+    "FREE_MAX_BYTES",
+    "free_partition",
+    "free_reach",
+    "free_search_bytes",
+    "free_search_fits",
+    "free_views",
+    "reach_union",
+]
 
-FREE_MAX_STATES = 50_000_000
-"""Device-count vectors x (nodes + 1) x (layers + 1) booleans a search may hold."""
+FREE_MAX_BYTES = 300_000_000
+"""What a search may hold: per device-count vector, its digits and its reachable sets."""
 
 
 def _fleet(problem: Problem) -> Fleet:
@@ -34,16 +41,17 @@ def _fleet(problem: Problem) -> Fleet:
     return problem.fleet
 
 
-def free_states(problem: Problem) -> int:
-    """How many booleans the search would hold."""
+def free_search_bytes(problem: Problem) -> int:
+    """The bytes the search would hold: per device-count vector, its digits (int32 per class)
+    and its reachable sets (a boolean per node + 1 and boundary)."""
     fleet = _fleet(problem)
     vectors = math.prod(len(c.ranks) + 1 for c in fleet.classes)
-    return vectors * (fleet.nodes + 1) * (problem.n + 1)
+    return vectors * (4 * len(fleet.classes) + (fleet.nodes + 1) * (problem.n + 1))
 
 
 def free_search_fits(problem: Problem) -> bool:
-    """Whether the exact search applies: no tensor parallelism, and FREE_MAX_STATES holds it."""
-    return problem.tensor_parallel is None and free_states(problem) <= FREE_MAX_STATES
+    """Whether the exact search applies: no tensor parallelism, and FREE_MAX_BYTES holds it."""
+    return problem.tensor_parallel is None and free_search_bytes(problem) <= FREE_MAX_BYTES
 
 
 def _view(problem: Problem, cls: DeviceClass, last_node: int) -> Problem:
@@ -80,10 +88,11 @@ class _Search:
         if problem.tensor_parallel is not None:
             raise InvalidInputError("the free-placement search plans one device a stage",
                                     field="tensor_parallel")
-        if free_states(problem) > FREE_MAX_STATES:
+        if free_search_bytes(problem) > FREE_MAX_BYTES:
             raise InvalidInputError(
-                f"free placement on this cluster has {free_states(problem):,} search states, "
-                f"more than the {FREE_MAX_STATES:,} the exact search holds; use the ilp method",
+                f"the exact search for free placement on this cluster would hold "
+                f"{free_search_bytes(problem):,} bytes, more than its {FREE_MAX_BYTES:,}; use the "
+                "ilp method",
                 field="method")
         self.problem, self.fleet = problem, fleet
         self.classes = fleet.classes
@@ -91,8 +100,8 @@ class _Search:
         self.radix = [math.prod(s + 1 for s in self.sizes[:c]) for c in range(len(self.sizes))]
         vectors = math.prod(s + 1 for s in self.sizes)
         codes = np.arange(vectors)
-        self.digits = np.stack([(codes // r) % (s + 1) for r, s in zip(self.radix, self.sizes,
-                                                                        strict=True)], axis=1)
+        self.digits = np.stack([((codes // r) % (s + 1)).astype(np.int32)
+                                for r, s in zip(self.radix, self.sizes, strict=True)], axis=1)
         self.level = self.digits.sum(axis=1)
         n = problem.n
         # B[g + 1][code] over boundaries 0..n; g = -1 (no stage yet) is row 0

@@ -29,12 +29,13 @@ from typing import Any
 
 from ..core.errors import InvalidInputError
 from ..core.files import read_json
-from ..core.link import MAX_BYTES, Link, check_number, check_whole
+from ..core.link import Link, check_number, check_whole
 from .catalogue import DEVICES, Device, get_device
 
 __all__ = [
     "INFINIBAND_NDR",
     "INFINIBAND_NDR_SOURCES",
+    "MAX_DEVICES",
     "PAPER_CLUSTER",
     "Cluster",
     "ClusterNode",
@@ -149,6 +150,9 @@ PAPER_CLUSTER = _standard(DEVICES["h100-sxm"], 2, 8, "2x8-h100-sxm")
 """The paper's cluster: 16 x H100 SXM5, two nodes of 8, NVLink/NVSwitch inside a node (NCCL
 ~370 GB/s, ~2 us measured), InfiniBand NDR between nodes (50 GB/s per direction)."""
 
+MAX_DEVICES = 100_000
+"""Devices a cluster may have: a plan keeps one record per rank."""
+
 _ALIASES = {"paper": "2x8-h100-sxm"}
 _PATTERN = re.compile(r"^(\d+)x(\d+)-(.+)$")
 _TOP = frozenset({"name", "device_types", "nodes", "inter_node_link", "sources"})
@@ -176,10 +180,8 @@ def _device_type(name: str, raw: Any) -> DeviceType:
                                 field=where)
     capacity = None
     if raw.get("capacity_bytes") is not None:
-        capacity = check_whole(raw["capacity_bytes"], f"{where}.capacity_bytes")
-        if capacity >= MAX_BYTES:
-            raise InvalidInputError(f"{capacity} is beyond the 2^62 bytes this tool counts",
-                                    field=f"{where}.capacity_bytes")
+        capacity = int(check_number(raw["capacity_bytes"], f"{where}.capacity_bytes",
+                                    positive=True, integral=True))
     device_name = raw.get("device", name if name in DEVICES else None)
     device = None
     if device_name is not None:
@@ -230,6 +232,10 @@ def cluster_from_dict(doc: Any, default_name: str = "cluster") -> Cluster:
         if sum(c for _, c in devices) == 0:
             raise InvalidInputError("a node needs at least one device", field=f"{where}.devices")
         nodes.append(ClusterNode(tuple(devices), _link(raw.get("link"), f"{where}.link")))
+    total = sum(c for node in nodes for _, c in node.devices)
+    if total > MAX_DEVICES:
+        raise InvalidInputError(f"{total:,} devices, more than the {MAX_DEVICES:,} a cluster may "
+                                "have", field="nodes")
     inter = _link(doc.get("inter_node_link"), "inter_node_link") if "inter_node_link" in doc \
         or len(nodes) > 1 else nodes[0].link
     name = doc.get("name", default_name)
@@ -266,9 +272,9 @@ def get_cluster(name: str) -> Cluster:
                                 "NODESxPER-DEVICE such as 4x8-a100-80gb, or a cluster JSON file)",
                                 field="cluster")
     nodes, per_node = int(match.group(1)), int(match.group(2))
-    if nodes < 1 or per_node < 1:
-        raise InvalidInputError(f"{name!r}: nodes and devices per node must be >= 1",
-                                field="cluster")
+    if nodes < 1 or per_node < 1 or nodes * per_node > MAX_DEVICES:
+        raise InvalidInputError(f"{name!r}: nodes and devices per node must be >= 1, at most "
+                                f"{MAX_DEVICES:,} devices in all", field="cluster")
     try:
         device = get_device(match.group(3))
     except InvalidInputError as exc:

@@ -110,13 +110,11 @@ def build_plan(
 def cluster_record(fleet: Fleet) -> dict[str, Any]:
     """The cluster as the plan records it: cluster JSON with each kind's capacity resolved, and
     the placement."""
-    nodes: list[dict[str, Any]] = []
-    for g, link in enumerate(fleet.node_links):
-        counts: dict[str, int] = {}
-        for k, node in zip(fleet.rank_kind, fleet.rank_node, strict=True):
-            if node == g:
-                counts[fleet.kinds[k]] = counts.get(fleet.kinds[k], 0) + 1
-        nodes.append({"devices": counts, "link": link.to_dict()})
+    counts: list[dict[str, int]] = [{} for _ in fleet.node_links]
+    for k, g in zip(fleet.rank_kind, fleet.rank_node, strict=True):
+        counts[g][fleet.kinds[k]] = counts[g].get(fleet.kinds[k], 0) + 1
+    nodes = [{"devices": c, "link": link.to_dict()}
+             for c, link in zip(counts, fleet.node_links, strict=True)]
     return {"name": fleet.name, "placement": fleet.placement,
             "device_types": {kind: {"capacity_bytes": cap}
                              for kind, cap in zip(fleet.kinds, fleet.capacity_bytes, strict=True)},

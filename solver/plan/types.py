@@ -69,7 +69,12 @@ class HardwareInfo:
         """(device kind, node) of every rank of the cluster; [] without one."""
         if not self.cluster:
             return []
-        return [(kind, g) for g, node in enumerate(self.cluster["nodes"])
+        nodes = self.cluster["nodes"]
+        total = sum(int(c) for node in nodes for c in node["devices"].values())
+        if total > 100_000:  # hardware.cluster's limit; a hand edit could ask for billions
+            raise InvalidInputError(f"hardware.cluster: {total:,} devices, more than the 100,000 "
+                                    "a cluster may have")
+        return [(kind, g) for g, node in enumerate(nodes)
                 for kind, count in node["devices"].items() for _ in range(int(count))]
 
 
@@ -204,11 +209,14 @@ class Plan:
             return self.hardware.capacity_bytes
         kinds = cluster.get("device_types") or {}
         entry = kinds.get(stage.device_type) if isinstance(kinds, dict) else None
-        if not isinstance(entry, dict) or not isinstance(entry.get("capacity_bytes"), int):
+        capacity = entry.get("capacity_bytes") if isinstance(entry, dict) else None
+        if isinstance(capacity, float) and capacity.is_integer():
+            capacity = int(capacity)  # JSON 1e6: a whole number the schema takes as an integer
+        if not isinstance(capacity, int):
             raise InvalidInputError(f"{source}: stages/{stage.index}/device_type: "
                                     f"{stage.device_type!r} is no device kind of "
                                     "hardware.cluster with a capacity")
-        return int(entry["capacity_bytes"])
+        return capacity
 
     def _check_ranks(self, source: str) -> None:
         """Stages on devices that exist, one node and kind a stage, none twice; in order

@@ -92,6 +92,13 @@ def check_world_size(plan: Plan, world_size: int) -> None:
         raise InvalidInputError(
             f"stages/{st.index}/tp_degree: {st.tp_degree}, but the runner executes "
             f"tensor-parallel degree {TP_DEGREE} only (plan it without tensor parallelism to run it)")
+    cluster = plan.hardware.cluster or {}
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if cluster.get("placement") == "free" and local != world_size:
+        raise InvalidInputError(
+            f"placement free: the runner runs a freely placed plan on one node, stage j on that "
+            f"node's device device_rank; this launch spans {world_size // max(1, local)} nodes",
+            field="world_size")
     expected = len(plan.stages) * TP_DEGREE
     if world_size != expected:
         raise InvalidInputError(

@@ -73,7 +73,9 @@ def run_worker(options: RunOptions, setup: RunSetup, rank: int, world: int,
     stage_plan = plan.stages[rank]
     result = WorkerResult(Outcome.DONE)
     try:
-        device = pl.select_device(options.torch_device, local_rank)
+        # a plan placed on a cluster names its stage's device; one node's devices in rank order
+        slot = stage_plan.device_rank if plan.hardware.cluster else local_rank
+        device = pl.select_device(options.torch_device, slot)
     except InvalidInputError as exc:
         if local_rank == 0:  # every rank refuses alike
             result.errors.append(str(exc))

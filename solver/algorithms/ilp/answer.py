@@ -4,8 +4,10 @@
   nothing within the time limit).
 - Otherwise the answer is the better of the backend's plan and the warm start, re-evaluated in
   floating point by the caller's ``decode``.
-- With an exact optimum to certify against (tensor parallelism: the exact DP), the bound is that
-  optimum and the answer is OPTIMAL only when the backend proved it and it reaches the optimum.
+- With an exact optimum to certify against (tensor parallelism: the exact DP; clusters: the
+  exact searches), the bound is that optimum and the answer is OPTIMAL only when the backend
+  proved it and it reaches the optimum: a time-limited ILP stays FEASIBLE, with gap 0 and
+  ``certified_by_exact_search`` in its record when the answer is the proven optimum all the same.
 - Without one (tiered residency), the bound is the backend's, made valid for its resolution, and
   the answer is OPTIMAL when the backend proved it and it is within ``TOLERANCE`` (relative) of
   that bound: a MIP proves optimality only to its feasibility tolerance (1e-6 of the time unit),
@@ -74,7 +76,10 @@ def settle(result: MilpResult, *, backend: IlpBackend, options: SolveOptions,
     proven = result.values is not None and result.proven
     if exact is not None:
         bound = exact
-        optimal = proven and relative_gap(answer.objective, exact) == 0.0
+        reached = relative_gap(answer.objective, exact) == 0.0
+        optimal = proven and reached
+        if reached and not proven:  # said in the record, so a reader of FEASIBLE, gap 0 knows
+            info["certified_by_exact_search"] = True
     else:
         bound = max(floor, result.bound_s) if result.bound_s is not None else floor
         gap = relative_gap(answer.objective, min(bound, answer.objective))

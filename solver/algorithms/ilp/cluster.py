@@ -37,7 +37,8 @@ from ...core.ordered import ordered_partition
 from ...core.partition import Partition, evaluate
 from ...core.problem import Problem
 from ..base import SolveOptions
-from ..dp_cluster import assign_ranks, ordered_dp
+from ..dp_cluster import FREE_DP_MAX_STATES, assign_ranks, free_dp, ordered_dp
+from ..dp_cluster import free_states as free_dp_states
 from ..parametric import optimal_bottleneck
 from .answer import Decided, infeasible, settle
 from .backends import IlpBackend
@@ -109,8 +110,11 @@ def _free_warm(problem: Problem) -> tuple[float, tuple[int, ...], tuple[int, ...
 
 def _exact_free(problem: Problem) -> tuple[float, tuple[int, ...], tuple[int, ...],
                                             tuple[int, ...]] | None:
-    """The exact free placement by the parametric search (solver/core/free.py), where its state
-    space is small enough and there is no tensor parallelism: the certificate and warm start."""
+    """The exact free placement, the certificate and warm start: by the parametric search
+    (solver/core/free.py) without tensor parallelism, by the free-placement DP with it, where
+    their state spaces are small enough."""
+    if problem.tensor_parallel is not None:
+        return free_dp(problem) if free_dp_states(problem) <= FREE_DP_MAX_STATES else None
     if not free_search_fits(problem):
         return None
     z, _ = optimal_bottleneck(problem)

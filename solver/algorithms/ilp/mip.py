@@ -82,7 +82,11 @@ def _swallow_highs_banner() -> None:
 
 class _WarmHiGHS(pulp.HiGHS):
     """PuLP's HiGHS API, which has no warm start, given one: the variables' initial values are
-    passed to HiGHS with setSolution before it runs (HiGHS takes them as an incumbent)."""
+    passed to HiGHS with setSolution before it runs (HiGHS takes them as an incumbent).
+
+    HiGHS 1.16 can report a better objective than the solution it hands back, which is still the
+    start (seen on a free-placement model: objective 0.9776, z = 1.0 in the solution). When the
+    two disagree, the model is solved again without the start."""
 
     warm_start = False
 
@@ -97,7 +101,15 @@ class _WarmHiGHS(pulp.HiGHS):
             solution.col_value = values
             solution.value_valid = True
             lp.solverModel.setSolution(solution)
-        lp.solverModel.run()
+        highs = lp.solverModel
+        highs.run()
+        if self.warm_start and highs.getInfo().primal_solution_status == 2:  # a feasible point
+            cost = np.asarray(highs.getLp().col_cost_)
+            held = float(cost @ np.asarray(highs.getSolution().col_value))
+            claimed = float(highs.getInfo().objective_function_value)
+            if abs(held - claimed) > 1e-9 * (1.0 + abs(claimed)):
+                highs.clearSolver()
+                highs.run()
 
 
 def _big_m(coef: np.ndarray, rhs: float, z_coef: float, z_low: float, z_high: float) -> float:
