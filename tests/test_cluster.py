@@ -249,6 +249,38 @@ def test_cli_plans_on_a_mixed_cluster(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "device_type" in capsys.readouterr().err
 
 
+def test_the_runner_places_cluster_stages_on_their_planned_devices(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from solver.runner.validate import check_world_size, device_slot
+    out = tmp_path / "plan.json"
+    assert main(["solve", "llama2-7b", "--seq", "1024", "--cluster", _write(tmp_path, "lab.json",
+                 LAB), "--placement", "ordered", "-k", "5", "-q", "-o", str(out)]) == 0
+    plan = load_plan(out)
+    ranks = plan.hardware.rank_kinds()
+    firsts = {g: min(r for r, (_, h) in enumerate(ranks) if h == g) for _, g in ranks}
+    for st in plan.stages:
+        assert device_slot(plan, st.index, multi_node=False) == st.device_rank
+        assert device_slot(plan, st.index, multi_node=True) == st.device_rank - firsts[st.node]
+    world = len(plan.stages)
+    check_world_size(plan, world)  # one machine runs every stage
+    nodes = [st.node for st in plan.stages]
+    # a launch of equal nodes holds this plan only where stage j's node is j // local
+    assert nodes == [0, 0, 0, 1, 1]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # five one-process nodes: stage 1 is off node 0
+    with pytest.raises(InvalidInputError, match="stages/1/node: 0") as err:
+        check_world_size(plan, world)
+    assert err.value.field == "world_size"
+    # two nodes of two: a four-stage plan over them runs with two processes a node
+    even = {**LAB, "nodes": [{**LAB["nodes"][0], "devices": {"big": 2}}] * 2}  # type: ignore[dict-item]
+    assert main(["solve", "llama2-7b", "--seq", "1024", "--cluster", _write(tmp_path, "even.json",
+                 even), "--placement", "ordered", "-q", "-o", str(out)]) == 0
+    plan = load_plan(out)
+    assert [st.node for st in plan.stages] == [0, 0, 1, 1]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    check_world_size(plan, 4)
+    assert [device_slot(plan, j, multi_node=True) for j in range(4)] == [0, 1, 0, 1]
+
+
 def test_the_paper_cluster_prices_the_node_boundary_at_infiniband(tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
     assert main(["solve", "llama3-70b", "--batch", "8", "--seq", "4096", "--cluster", "paper",

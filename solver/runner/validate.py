@@ -26,6 +26,7 @@ __all__ = [
     "check_stage_memory",
     "check_torch_device",
     "check_world_size",
+    "device_slot",
     "plan_workload",
     "prepare_run",
     "runtime_dtype",
@@ -85,6 +86,20 @@ def runtime_dtype(workload: Workload, override: str | None = None) -> str:
     return workload.activation_dtype
 
 
+def device_slot(plan: Plan, stage: int, *, multi_node: bool) -> int:
+    """The stage's device on the machine that runs it. A cluster plan names the rank: run on
+    one machine, that is the slot; across nodes (numbered one after another) it is the rank
+    less the node's first rank."""
+    st = plan.stages[stage]
+    ranks = plan.hardware.rank_kinds()
+    if not ranks:
+        return stage
+    if not multi_node:
+        return st.device_rank
+    node = ranks[st.device_rank][1]
+    return st.device_rank - next(r for r, (_, g) in enumerate(ranks) if g == node)
+
+
 def check_world_size(plan: Plan, world_size: int) -> None:
     wide = [st.index for st in plan.stages if st.tp_degree != TP_DEGREE]
     if wide:
@@ -92,13 +107,17 @@ def check_world_size(plan: Plan, world_size: int) -> None:
         raise InvalidInputError(
             f"stages/{st.index}/tp_degree: {st.tp_degree}, but the runner executes "
             f"tensor-parallel degree {TP_DEGREE} only (plan it without tensor parallelism to run it)")
-    cluster = plan.hardware.cluster or {}
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    if cluster.get("placement") == "free" and local != world_size:
-        raise InvalidInputError(
-            f"placement free: the runner runs a freely placed plan on one node, stage j on that "
-            f"node's device device_rank; this launch spans {world_size // max(1, local)} nodes",
-            field="world_size")
+    if plan.hardware.cluster and local != world_size:
+        # torchrun numbers ranks node by node: process j runs on node j // local, so each stage
+        # must be on that node of the plan's cluster, or it would run on a device it was not
+        # planned for.
+        for st in plan.stages:
+            if st.node is not None and st.node != st.index // max(1, local):
+                raise InvalidInputError(
+                    f"stages/{st.index}/node: {st.node}, but this launch runs stage {st.index} "
+                    f"on node {st.index // max(1, local)} ({local} processes a node); launch "
+                    "one process a stage with each node's stages on it", field="world_size")
     expected = len(plan.stages) * TP_DEGREE
     if world_size != expected:
         raise InvalidInputError(

@@ -21,7 +21,7 @@ from typing import Any
 from ..core.errors import InvalidInputError
 from .options import RunOptions
 from .report import RunReport, StageResult, median, predict
-from .validate import RunSetup, check_stage_memory
+from .validate import RunSetup, check_stage_memory, device_slot
 
 __all__ = ["Outcome", "WorkerResult", "run_worker", "single_process_env"]
 
@@ -73,8 +73,9 @@ def run_worker(options: RunOptions, setup: RunSetup, rank: int, world: int,
     stage_plan = plan.stages[rank]
     result = WorkerResult(Outcome.DONE)
     try:
-        # a plan placed on a cluster names its stage's device; one node's devices in rank order
-        slot = stage_plan.device_rank if plan.hardware.cluster else local_rank
+        multi_node = int(os.environ.get("LOCAL_WORLD_SIZE", world)) != world
+        slot = device_slot(plan, rank, multi_node=multi_node) if plan.hardware.cluster \
+            else local_rank
         device = pl.select_device(options.torch_device, slot)
     except InvalidInputError as exc:
         if local_rank == 0:  # every rank refuses alike
