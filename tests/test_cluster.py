@@ -251,7 +251,7 @@ def test_cli_plans_on_a_mixed_cluster(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_the_runner_places_cluster_stages_on_their_planned_devices(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from solver.runner.validate import check_world_size, device_slot
+    from solver.runner import check_world_size, device_slot
     out = tmp_path / "plan.json"
     assert main(["solve", "llama2-7b", "--seq", "1024", "--cluster", _write(tmp_path, "lab.json",
                  LAB), "--placement", "ordered", "-k", "5", "-q", "-o", str(out)]) == 0

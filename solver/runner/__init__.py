@@ -18,7 +18,8 @@ _EXPORTS: dict[str, str] = {
     "format_report": "report", "predict": "report",
     "RUNNABLE_DTYPES": "validate", "TP_DEGREE": "validate", "RunSetup": "validate",
     "check_fingerprint": "validate", "check_stage_memory": "validate",
-    "check_world_size": "validate", "plan_workload": "validate", "prepare_run": "validate",
+    "check_world_size": "validate", "device_slot": "validate", "plan_workload": "validate",
+    "prepare_run": "validate",
 }
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "check_fingerprint",
     "check_stage_memory",
     "check_world_size",
+    "device_slot",
     "format_report",
     "plan_workload",
     "predict",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
         check_fingerprint,
         check_stage_memory,
         check_world_size,
+        device_slot,
         plan_workload,
         prepare_run,
     )
