@@ -7,7 +7,7 @@ from typing import Any
 
 from ..core.errors import InvalidInputError
 from ..core.files import read_json
-from ..core.link import Link, check_number
+from ..core.link import Link, check_fields, check_number
 from .graph import LayerGraph
 
 __all__ = ["chain_from_dict", "chain_to_dict", "load_chain"]
@@ -17,17 +17,11 @@ _TOP_FIELDS = frozenset({"name", "input_bytes", "link", "layers", "metadata", "s
 _LAYER_FIELDS = frozenset({"name", "weight_bytes", "activation_bytes", "buffer_bytes", "latency_s",
                            "kind", "params", "flops", "bytes_moved", "kv_cache_bytes",
                            "latency_hbm_s"})
-_LINK_FIELDS = frozenset({"bandwidth_bytes_per_s", "latency_s"})
 
 
 def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
     """Validate a parsed chain JSON document and build its LayerGraph."""
-    if not isinstance(data, dict):
-        raise InvalidInputError(f"expected a JSON object at the top level, got {type(data).__name__}")
-    unknown = sorted(set(data) - _TOP_FIELDS)
-    if unknown:
-        raise InvalidInputError(f"unknown top-level field {unknown[0]!r} "
-                                f"(known: {', '.join(sorted(_TOP_FIELDS))})")
+    check_fields(data, _TOP_FIELDS)
     layers = data.get("layers")
     if not isinstance(layers, list) or not layers:
         raise InvalidInputError(f"layers: expected a non-empty list of layers, got {layers!r:.60}")
@@ -49,15 +43,7 @@ def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
     input_bytes = int(check_number(data.get("input_bytes", 0), "input_bytes", integral=True))
     link = None
     if data.get("link") is not None:
-        raw = data["link"]
-        if not isinstance(raw, dict) or "bandwidth_bytes_per_s" not in raw:
-            raise InvalidInputError(f"link: expected {{'bandwidth_bytes_per_s': ..., "
-                                    f"'latency_s': ...}}, got {raw!r:.80}")
-        extra = sorted(set(raw) - _LINK_FIELDS)
-        if extra:
-            raise InvalidInputError(f"link: unknown field {extra[0]!r} "
-                                    f"(known: {', '.join(sorted(_LINK_FIELDS))})")
-        link = Link(raw["bandwidth_bytes_per_s"], raw.get("latency_s", 0.0))
+        link = Link.from_dict(data["link"])
     raw_meta = data.get("metadata") or {}
     if not isinstance(raw_meta, dict):
         raise InvalidInputError(f"metadata: expected an object, got {raw_meta!r:.60}")

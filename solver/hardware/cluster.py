@@ -29,7 +29,7 @@ from typing import Any
 
 from ..core.errors import InvalidInputError
 from ..core.files import read_json
-from ..core.link import Link, check_number, check_whole
+from ..core.link import Link, check_fields, check_number, check_whole
 from .catalogue import DEVICES, Device, get_device
 
 __all__ = [
@@ -158,26 +158,9 @@ _PATTERN = re.compile(r"^(\d+)x(\d+)-(.+)$")
 _TOP = frozenset({"name", "device_types", "nodes", "inter_node_link", "sources"})
 
 
-def _link(raw: Any, where: str) -> Link:
-    if not isinstance(raw, dict) or "bandwidth_bytes_per_s" not in raw:
-        raise InvalidInputError(f"expected {{'bandwidth_bytes_per_s': ..., 'latency_s': ...}}, "
-                                f"got {raw!r:.80}", field=where)
-    extra = sorted(set(raw) - {"bandwidth_bytes_per_s", "latency_s"})
-    if extra:
-        raise InvalidInputError(f"unknown field {extra[0]!r}", field=where)
-    return Link(check_number(raw["bandwidth_bytes_per_s"], f"{where}.bandwidth_bytes_per_s",
-                             positive=True),
-                check_number(raw.get("latency_s", 0.0), f"{where}.latency_s"))
-
-
 def _device_type(name: str, raw: Any) -> DeviceType:
     where = f"device_types.{name}"
-    if not isinstance(raw, dict):
-        raise InvalidInputError(f"expected an object, got {raw!r:.60}", field=where)
-    extra = sorted(set(raw) - {"capacity_bytes", "device"})
-    if extra:
-        raise InvalidInputError(f"unknown field {extra[0]!r} (known: capacity_bytes, device)",
-                                field=where)
+    check_fields(raw, frozenset({"capacity_bytes", "device"}), where)
     capacity = None
     if raw.get("capacity_bytes") is not None:
         capacity = int(check_number(raw["capacity_bytes"], f"{where}.capacity_bytes",
@@ -198,12 +181,7 @@ def _device_type(name: str, raw: Any) -> DeviceType:
 
 def cluster_from_dict(doc: Any, default_name: str = "cluster") -> Cluster:
     """Validate a parsed cluster JSON; errors name the field and the value."""
-    if not isinstance(doc, dict):
-        raise InvalidInputError(f"expected a JSON object, got {type(doc).__name__}")
-    unknown = sorted(set(doc) - _TOP)
-    if unknown:
-        raise InvalidInputError(f"unknown top-level field {unknown[0]!r} (known: "
-                                f"{', '.join(sorted(_TOP))})")
+    check_fields(doc, _TOP)
     raw_types = doc.get("device_types")
     if not isinstance(raw_types, dict) or not raw_types:
         raise InvalidInputError(f"expected an object of device kinds, got {raw_types!r:.60}",
@@ -220,9 +198,7 @@ def cluster_from_dict(doc: Any, default_name: str = "cluster") -> Cluster:
                 or not raw["devices"]:
             raise InvalidInputError("expected {'devices': {kind: count, ...}, 'link': {...}}, "
                                     f"got {raw!r:.80}", field=where)
-        extra = sorted(set(raw) - {"devices", "link"})
-        if extra:
-            raise InvalidInputError(f"unknown field {extra[0]!r}", field=where)
+        check_fields(raw, frozenset({"devices", "link"}), where)
         devices = []
         for kind, count in raw["devices"].items():
             if kind not in raw_types:
@@ -231,13 +207,13 @@ def cluster_from_dict(doc: Any, default_name: str = "cluster") -> Cluster:
             devices.append((str(kind), check_whole(count, f"{where}.devices.{kind}", 0)))
         if sum(c for _, c in devices) == 0:
             raise InvalidInputError("a node needs at least one device", field=f"{where}.devices")
-        nodes.append(ClusterNode(tuple(devices), _link(raw.get("link"), f"{where}.link")))
+        nodes.append(ClusterNode(tuple(devices), Link.from_dict(raw.get("link"), f"{where}.link")))
     total = sum(c for node in nodes for _, c in node.devices)
     if total > MAX_DEVICES:
         raise InvalidInputError(f"{total:,} devices, more than the {MAX_DEVICES:,} a cluster may "
                                 "have", field="nodes")
-    inter = _link(doc.get("inter_node_link"), "inter_node_link") if "inter_node_link" in doc \
-        or len(nodes) > 1 else nodes[0].link
+    inter = Link.from_dict(doc.get("inter_node_link"), "inter_node_link") \
+        if "inter_node_link" in doc or len(nodes) > 1 else nodes[0].link
     name = doc.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise InvalidInputError(f"expected a non-empty string, got {name!r}", field="name")
