@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[torch,dev]'
+	$(PY) -m pip install --quiet -e '.[torch,dev,hf]'
 	touch $(STAMP)
 
 DEMO_PLAN := results/demo-tiny-llama.plan.json

@@ -21,14 +21,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch.distributed.pipelining")
 
 import solver.cli.run as run_cmd  # noqa: E402
-from models.torch_ref import (  # noqa: E402
-    build_chain,
-    build_layer,
+from models.torch_modules import (  # noqa: E402
     build_module_chain,
     build_module_reference,
-    layer_names,
     module_chain_names,
 )
+from models.torch_ref import build_chain, build_layer, layer_names  # noqa: E402
 from models.transformer import TransformerSpec  # noqa: E402
 from models.zoo import load_zoo_model  # noqa: E402
 from solver import (  # noqa: E402

@@ -20,7 +20,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
-from models.torch_ref import build_chain, build_module_chain, build_module_reference, layer_names
+from models.torch_modules import build_module_chain, build_module_reference
+from models.torch_ref import build_chain, layer_names
 
 from ..core.errors import InvalidInputError
 from ..plan.types import StagePlan
