@@ -20,6 +20,15 @@ Policy for absent fields:
 Unsupported layouts raise :class:`SpecError` rather than a wrong count: OPT with
 ``word_embed_proj_dim != hidden_size`` (OPT-350m's project_in/project_out), OPT LayerNorms
 without affine weights, BERT with relative position embeddings, GPT-2/BERT with cross-attention.
+
+A ``quantization_config`` (awq, gptq, bitsandbytes, fp8; models/quant.py) makes the spec count
+the block Linear weights the checkpoint packs at the bytes it stores for them. Its skip lists
+are matched the way transformers 5 matches them, against each block module's checkpoint name
+(and, for Mixtral, transformers 5's renamed router ``mlp.gate`` and fused ``mlp.experts``).
+Not mapped, and refused: quantized GPT-2 (Conv1D projections) and BERT (an encoder whose pooler
+transformers would quantize too); Falcon and Mixtral with bitsandbytes or fp8, whose
+FalconLinear layers, router and experts transformers 4 converted and transformers 5 does not,
+so the stored tensors depend on the version that wrote the checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import SpecError
+from .quant import QuantConfig, Role, parse_quantization_config, resolve_modules
 from .transformer import TransformerSpec
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "load_hf_config", "spec_from_hf_config"]
@@ -43,6 +53,32 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
 _FALCON_LEGACY_TYPES = {"RefinedWebModel": False, "RefinedWeb": True}
 
 _MISSING = object()
+
+# Each family's block Linear layers by role, as a checkpoint names them relative to a block
+# (what skip lists match), then transformers 5's name where it differs; {e}: an expert's index.
+_ATTENTION: dict[Role, tuple[str, ...]] = {
+    "q": ("self_attn.q_proj",), "k": ("self_attn.k_proj",), "v": ("self_attn.v_proj",)}
+_LLAMA_LINEARS: dict[Role, tuple[str, ...]] = {
+    **_ATTENTION, "o": ("self_attn.o_proj",), "gate": ("mlp.gate_proj",),
+    "up": ("mlp.up_proj",), "down": ("mlp.down_proj",)}
+_MIXTRAL_LINEARS: dict[Role, tuple[str, ...]] = {
+    **_ATTENTION, "o": ("self_attn.o_proj",), "router": ("block_sparse_moe.gate", "mlp.gate"),
+    "expert_gate": ("block_sparse_moe.experts.{e}.w1", "mlp.experts"),
+    "expert_up": ("block_sparse_moe.experts.{e}.w3", "mlp.experts"),
+    "expert_down": ("block_sparse_moe.experts.{e}.w2", "mlp.experts")}
+_OPT_LINEARS: dict[Role, tuple[str, ...]] = {
+    **_ATTENTION, "o": ("self_attn.out_proj",), "up": ("fc1",), "down": ("fc2",)}
+_FALCON_LINEARS: dict[Role, tuple[str, ...]] = {
+    "qkv": ("self_attention.query_key_value",), "o": ("self_attention.dense",),
+    "up": ("mlp.dense_h_to_4h",), "down": ("mlp.dense_4h_to_h",)}
+_QUANT_LAYOUTS: dict[str, tuple[str, dict[Role, tuple[str, ...]]]] = {
+    "llama": ("model.layers.{i}.", _LLAMA_LINEARS), "mistral": ("model.layers.{i}.", _LLAMA_LINEARS),
+    "qwen2": ("model.layers.{i}.", _LLAMA_LINEARS), "gemma2": ("model.layers.{i}.", _LLAMA_LINEARS),
+    "mixtral": ("model.layers.{i}.", _MIXTRAL_LINEARS),
+    "opt": ("model.decoder.layers.{i}.", _OPT_LINEARS), "falcon": ("transformer.h.{i}.", _FALCON_LINEARS),
+}
+_VERSION_DEPENDENT = {("falcon", "bitsandbytes"), ("falcon", "fp8"),
+                      ("mixtral", "bitsandbytes"), ("mixtral", "fp8")}
 
 
 class _Config:
@@ -272,6 +308,7 @@ def _falcon(c: _Config, legacy_new_arch: bool | None = None) -> dict[str, Any]:
         attn_bias=bias,
         mlp_bias=bias,
         tied_embeddings=c.flag("tie_word_embeddings", True),
+        fused_qkv=True,
     )
 
 
@@ -312,6 +349,30 @@ _FAMILIES: dict[str, Callable[[_Config], dict[str, Any]]] = {
 }
 
 
+def _quantization(c: _Config, family: str, spec: dict[str, Any]) -> QuantConfig | None:
+    """The resolved quantization of a config with a ``quantization_config``, else None."""
+    raw = c.config.get("quantization_config")
+    if raw is None:
+        return None
+    try:
+        config = parse_quantization_config(raw)
+        if family not in _QUANT_LAYOUTS:
+            raise SpecError(f"quantization_config: quantized {family} checkpoints are not "
+                            f"modelled (quantized: {', '.join(_QUANT_LAYOUTS)})")
+        if (family, config.method) in _VERSION_DEPENDENT:
+            raise SpecError(f"quantization_config.quant_method {config.method!r} is not modelled "
+                            f"for {family}: transformers 4 quantized its "
+                            f"{'FalconLinear layers' if family == 'falcon' else 'router and experts'}"
+                            " and transformers 5 does not, so the checkpoint's tensors depend on "
+                            "the version that wrote it (supported for it: awq, gptq)")
+        prefix, names = _QUANT_LAYOUTS[family]
+        return resolve_modules(config, layers=spec["layers"], names=names, block_prefix=prefix,
+                               experts=spec.get("experts", 0),
+                               tied_head=spec.get("tied_embeddings", False))
+    except SpecError as exc:
+        c.fail(str(exc))
+
+
 def _model_name(config: Mapping[str, Any], source: str, model_type: str) -> str:
     name = config.get("_name_or_path")
     if isinstance(name, str) and name.strip():
@@ -327,8 +388,8 @@ def spec_from_hf_config(config: dict[str, Any], source: str = "config.json"
 
     ``source`` names the config in error messages and supplies the model name (its file stem)
     when the config has no ``_name_or_path``. Raises :class:`SpecError` naming the source, the
-    field and the value for an unsupported ``model_type`` or layout and for a missing or
-    invalid size.
+    field and the value for an unsupported ``model_type`` or layout, for a missing or invalid
+    size, and for a ``quantization_config`` that is not modelled.
     """
     c = _Config(config, source) if isinstance(config, Mapping) else None
     if c is None:
@@ -337,12 +398,17 @@ def spec_from_hf_config(config: dict[str, Any], source: str = "config.json"
     if model_type is None:
         c.fail(f"model_type: missing (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
     if isinstance(model_type, str) and model_type in _FALCON_LEGACY_TYPES:
+        family = "falcon"
         kwargs = _falcon(c, legacy_new_arch=_FALCON_LEGACY_TYPES[model_type])
     elif isinstance(model_type, str) and model_type in _FAMILIES:
+        family = model_type
         kwargs = _FAMILIES[model_type](c)
     else:
         c.fail(f"model_type {model_type!r} is not supported "
                f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    quantization = _quantization(c, family, kwargs)
+    if quantization is not None:
+        kwargs["quantization"] = quantization
     try:
         spec = TransformerSpec(**kwargs)
     except SpecError as exc:  # a combination the per-field checks above did not catch

@@ -2,13 +2,17 @@
 
 Sizes are in elements (not bytes) per *unit*: per token for sequence models, per sample for
 layers whose size does not depend on the sequence (a CNN's convolutions). The footprint module
-(solver/footprint.py) turns them into bytes and FLOPs for a workload.
+(solver/hardware/footprint.py) turns them into bytes and FLOPs for a workload; the one size
+given in bytes is what a quantized checkpoint stores for its packed weights, which no dtype
+of the workload's describes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from .errors import SpecError
 
 __all__ = ["AttentionShape", "LayerDesc", "Unit"]
 
@@ -52,7 +56,20 @@ class LayerDesc:
     """Fixed tokens per sample (a ViT's patches + class token); None: the workload's seq_len."""
     dtype: str | None = None
     """Parameter dtype recorded by an import (torch modules); the workload's dtype wins."""
+    quantized_params: int = 0
+    """Of ``weight_params``, the Linear weight elements a quantized checkpoint stores packed
+    (0: none; the rest are stored in the workload's weight dtype)."""
+    quantized_bytes: int = 0
+    """Bytes the checkpoint stores for those: packed weights with their scales, zero points,
+    group indices or block statistics (models/quant.py)."""
     extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        qp, qb = self.quantized_params, self.quantized_bytes
+        if not 0 <= qp <= self.weight_params or qb < 0 or (qp == 0) != (qb == 0):
+            raise SpecError(f"{self.name}: quantized_params {qp!r} and quantized_bytes {qb!r} "
+                            f"must both be 0 or both positive, with at most the layer's "
+                            f"{self.weight_params} stored parameters quantized")
 
     @property
     def weight_params(self) -> int:

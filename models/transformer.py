@@ -1,7 +1,8 @@
 """Transformer architectures (decoders, encoders, ViT) and their layer chains.
 
 Parameter counts follow the Hugging Face module layouts: embeddings, every block, the final
-norm, and an untied LM head where the model has one.
+norm, and an untied LM head where the model has one. A decoder read from a quantized checkpoint
+also says which of its Linear weights are stored packed, and in how many bytes (models/quant.py).
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from typing import Literal
 
 from .errors import SpecError
 from .layers import AttentionShape, LayerDesc
+from .quant import QuantConfig, Role, linear_bytes
 
-__all__ = ["Granularity", "TransformerSpec"]
+__all__ = ["ATTENTION_ROLES", "Granularity", "TransformerSpec"]
 
 Granularity = Literal["block", "op"]
+
+ATTENTION_ROLES: frozenset[str] = frozenset({"q", "k", "v", "qkv", "o"})
+"""Block Linear roles that belong to the attention (the rest are the MLP's or the MoE's)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,12 @@ class TransformerSpec:
     image: int = 0
     patch: int = 0
     channels: int = 3
+    fused_qkv: bool = False
+    """Q, K and V in one Linear (Falcon's query_key_value): the same parameters, but a quantized
+    checkpoint packs and scales each Linear on its own."""
+    quantization: QuantConfig | None = None
+    """The quantized checkpoint's format and which Linear weights it packs (decoders only);
+    None: every parameter is stored in the workload's weight dtype."""
 
     def __post_init__(self) -> None:
         choices = {"kind": ("decoder", "encoder", "vit"), "mlp": ("gated", "plain"),
@@ -98,6 +109,31 @@ class TransformerSpec:
                             f"got {self.experts_per_token!r}")
         if self.kind == "vit" and (self.image <= 0 or self.patch <= 0 or self.image % self.patch):
             raise SpecError(f"patch: must divide image ({self.image}), got {self.patch!r}")
+        if self.quantization is not None:
+            self._check_quantization(self.quantization)
+
+    def _check_quantization(self, q: object) -> None:
+        if not isinstance(q, QuantConfig):
+            raise SpecError(f"quantization: expected a QuantConfig (a Hugging Face config.json's "
+                            f"quantization_config, as models.hf reads it), got {q!r:.60}")
+        if self.kind != "decoder":
+            raise SpecError(f"quantization: modelled for decoders, not kind {self.kind!r}")
+        roles = {role for role, *_ in self.block_linears()}
+        for index, role in sorted(q.float_modules):
+            if index >= self.layers or role not in roles:
+                raise SpecError(f"quantization.float_modules: ({index}, {role!r}) is not a Linear "
+                                f"of this model (blocks 0..{self.layers - 1}, roles "
+                                f"{', '.join(sorted(roles))})")
+        if q.head and (self.tied_embeddings or not self.lm_head or not self.vocab):
+            raise SpecError("quantization.head: true, but this model has no untied LM head")
+        shapes: list[tuple[str, int, int]] = [(r, i, o) for r, i, o, _ in self._packed_linears(q)]
+        if q.head:
+            shapes.append(("lm_head", self.hidden, self.vocab))
+        for name, i, o in shapes:
+            try:  # refuse a shape the format cannot pack before anything is counted
+                linear_bytes(q, i, o)
+            except SpecError as exc:
+                raise SpecError(f"{exc} (the {name} Linear, {i} -> {o} features)") from None
 
     # ----- dimensions -------------------------------------------------------------------
     @property
@@ -133,6 +169,49 @@ class TransformerSpec:
         if self.mlp_bias:
             weights += (matrices - 1) * self.ffn + self.hidden
         return weights
+
+    def block_linears(self) -> list[tuple[Role, int, int, int]]:
+        """(role, in_features, out_features, copies) of each Linear weight of a block, copies
+        being one per expert: the block's parameters less its norms and biases."""
+        h, q, kv, f = self.hidden, self.heads * self.dh, self.kvh * self.dh, self.ffn
+        out: list[tuple[Role, int, int, int]] = (
+            [("qkv", h, q + 2 * kv, 1)] if self.fused_qkv
+            else [("q", h, q, 1), ("k", h, kv, 1), ("v", h, kv, 1)])
+        out.append(("o", q, h, 1))
+        if self.experts:
+            e = self.experts
+            out.append(("router", h, e, 1))
+            if self.mlp == "gated":
+                out.append(("expert_gate", h, f, e))
+            out += [("expert_up", h, f, e), ("expert_down", f, h, e)]
+        else:
+            if self.mlp == "gated":
+                out.append(("gate", h, f, 1))
+            out += [("up", h, f, 1), ("down", f, h, 1)]
+        return out
+
+    def _packed_linears(self, q: QuantConfig) -> list[tuple[Role, int, int, int]]:
+        """block_linears() less the roles that no block quantizes."""
+        return [linear for linear in self.block_linears()
+                if any(q.quantizes(b, linear[0]) for b in range(self.layers))]
+
+    def _quantized_blocks(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """Per block, (params, bytes) stored quantized in its attention and in its MLP/MoE."""
+        q = self.quantization
+        if q is None:
+            return [((0, 0), (0, 0))] * self.layers
+        shapes = [(role, count * i * o, count * linear_bytes(q, i, o))
+                  for role, i, o, count in self._packed_linears(q)]
+        out = []
+        for b in range(self.layers):
+            parts = [[0, 0], [0, 0]]  # attention, mlp
+            for role, params, nbytes in shapes:
+                if q.quantizes(b, role):
+                    part = parts[0 if role in ATTENTION_ROLES else 1]
+                    part[0] += params
+                    part[1] += nbytes
+            out.append(((parts[0][0], parts[0][1]), (parts[1][0], parts[1][1])))
+        return out
 
     def mlp_params(self) -> tuple[int, int]:
         """(stored, read per token) parameters of one block's MLP or MoE."""
@@ -186,6 +265,8 @@ class TransformerSpec:
         inter = self.ffn * (2 if self.mlp == "gated" else 1) * max(1, self.experts_per_token)
         norms = self.norms_per_layer * self.norm_params
 
+        quantized = self._quantized_blocks()
+
         out: list[LayerDesc] = []
         embed_p = self.embed_params()
         if embed_p:
@@ -193,12 +274,14 @@ class TransformerSpec:
             out.append(LayerDesc("embed", "embed", embed_p, out_elems=h, flops=flops,
                                  tokens_per_sample=tps))
         for i in range(self.layers):
+            (attn_qp, attn_qb), (mlp_qp, mlp_qb) = quantized[i]
             if granularity == "block":
                 out.append(LayerDesc(
                     f"block{i}", "block", attn_p + mlp_stored + norms, out_elems=h,
                     flops=2 * (attn_p + mlp_read), buffer_elems=max(qkv_elems, inter),
                     active_params=(attn_p + mlp_read + norms) if self.experts else None,
-                    attention=attn_shape, tokens_per_sample=tps))
+                    attention=attn_shape, tokens_per_sample=tps,
+                    quantized_params=attn_qp + mlp_qp, quantized_bytes=attn_qb + mlp_qb))
                 continue
             # Op granularity: the residual stream travels with a norm's output (2h per token).
             def norm(tag: str, i: int = i) -> LayerDesc:
@@ -209,7 +292,8 @@ class TransformerSpec:
             out.append(norm("attn_norm"))
             out.append(LayerDesc(f"block{i}.attn", "attention", attn_p, out_elems=h,
                                  flops=2 * attn_p, buffer_elems=qkv_elems, attention=attn_shape,
-                                 tokens_per_sample=tps))
+                                 tokens_per_sample=tps, quantized_params=attn_qp,
+                                 quantized_bytes=attn_qb))
             if post:
                 out.append(norm("post_attn_norm"))
             if self.norms_per_layer >= 2:
@@ -217,7 +301,8 @@ class TransformerSpec:
             out.append(LayerDesc(
                 f"block{i}.{'moe' if self.experts else 'mlp'}", "moe" if self.experts else "mlp",
                 mlp_stored, out_elems=h, flops=2 * mlp_read, buffer_elems=inter,
-                active_params=mlp_read if self.experts else None, tokens_per_sample=tps))
+                active_params=mlp_read if self.experts else None, tokens_per_sample=tps,
+                quantized_params=mlp_qp, quantized_bytes=mlp_qb))
             if post:
                 out.append(norm("post_mlp_norm"))
         owned, stored = self.head_params()
@@ -228,7 +313,11 @@ class TransformerSpec:
                 width, flops = self.classes, 2 * self.classes * h
             else:
                 width, flops = h, 2 * (owned - (self.norm_params if self.final_norm else 0))
+            head_qp = head_qb = 0
+            if self.quantization is not None and self.quantization.head:
+                head_qp, head_qb = self.vocab * h, linear_bytes(self.quantization, h, self.vocab)
             out.append(LayerDesc("head", "head", owned, out_elems=width, flops=flops,
                                  stored_params=stored if stored != owned else None,
-                                 tokens_per_sample=tps))
+                                 tokens_per_sample=tps, quantized_params=head_qp,
+                                 quantized_bytes=head_qb))
         return out

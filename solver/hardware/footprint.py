@@ -1,7 +1,9 @@
 """Footprints: a layer descriptor plus a workload gives bytes and FLOPs.
 
 Counted for one micro-batch in flight (a pipeline stage holds one at a time):
-- weight bytes: stored parameters x weight dtype size (int4: half a byte);
+- weight bytes: stored parameters x weight dtype size (int4: half a byte); a quantized
+  checkpoint's packed Linear weights count the bytes the checkpoint stores for them instead
+  ((stored - quantized parameters) x weight dtype size + quantized bytes);
 - activation bytes: the layer's output, elements x activation dtype size;
 - buffer bytes: operator workspace: the MLP intermediate or the Q/K/V projections, and with
   eager attention the score matrix (micro-batch x heads x queries x keys); fused attention keeps
@@ -11,7 +13,9 @@ Counted for one micro-batch in flight (a pipeline stage holds one at a time):
   partitioner sees, and also reported on its own;
 - FLOPs: 2 per multiply-add of the projections, plus attention scores (QK^T and AV: 4 x heads x
   head dim x queries x keys, halved for causal prefill);
-- bytes moved: weights read, input and output activations, the KV cache read when decoding.
+- bytes moved: weights read, input and output activations, the KV cache read when decoding
+  (a mixture of experts that reads only part of its weights reads that share of its weight
+  bytes).
 """
 
 from __future__ import annotations
@@ -88,6 +92,17 @@ class LayerFootprint:
     bytes_moved: int
 
 
+def _weight_bytes(layer: LayerDesc, params: int, wb: float) -> int:
+    """Bytes of ``params`` of the layer's stored weights at ``wb`` bytes a parameter, its
+    quantized share counted at the bytes its checkpoint stores (a partial read, the same share)."""
+    if not layer.quantized_params:
+        return math.ceil(params * wb)
+    total = (layer.weight_params - layer.quantized_params) * wb + layer.quantized_bytes
+    if params >= layer.weight_params:
+        return math.ceil(total)
+    return math.ceil(total * params / layer.weight_params)
+
+
 def footprints(layers: list[LayerDesc], workload: Workload) -> list[LayerFootprint]:
     wb = DTYPE_BYTES[workload.weight_dtype]
     ab = DTYPE_BYTES[workload.activation_dtype]
@@ -103,7 +118,7 @@ def footprints(layers: list[LayerDesc], workload: Workload) -> list[LayerFootpri
             queries = 1 if decode and layer.tokens_per_sample is None else per_seq
             keys = per_seq
             units = m * queries
-        weight = math.ceil(layer.weight_params * wb)
+        weight = _weight_bytes(layer, layer.weight_params, wb)
         activation = math.ceil(layer.out_elems * units * ab)
         buffer = math.ceil(layer.buffer_elems * units * ab)
         flops = float(layer.flops) * units
@@ -116,7 +131,7 @@ def footprints(layers: list[LayerDesc], workload: Workload) -> list[LayerFootpri
             flops += 4.0 * m * attn.heads * attn.head_dim * queries * keys * causal
             if decode:
                 kv = math.ceil(2 * m * keys * attn.kv_heads * attn.head_dim * ab)
-        read = math.ceil(min(layer.weight_params, layer.read_params * units) * wb)
+        read = _weight_bytes(layer, min(layer.weight_params, layer.read_params * units), wb)
         moved = read + previous_out + activation + kv
         out.append(LayerFootprint(layer.name, layer.kind, layer.params, weight, activation,
                                   buffer + kv, kv, flops, moved))
