@@ -1,8 +1,13 @@
-"""``cachepart profile MODEL --batch B --seq S -o profile.json``: time a decoder's layers here.
+"""``cachepart profile MODEL --batch B --seq S -o profile.json``: time a model's layers here.
 
 Every block-granularity layer (embed, block0 .., head) of a zoo decoder (or a spec YAML /
 Hugging Face config.json describing one) is built alone with synthetic weights and timed on
 this machine's device: a few warm-up calls, then the median of the timed repeats.
+
+A torch module factory (``file.py:factory --input-shape B,S [--input-dtype long]``) is built
+whole with seeded weights and run once; each of its chain layers (``--granularity block`` or
+``op``, the names ``cachepart solve`` plans with) is then timed on the inputs that forward gave
+it. The profile's model and workload are what ``solve MODEL --input-shape ... --profile`` checks.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from ..core.errors import InvalidInputError
 from ..core.files import check_output_path
+from ..core.units import parse_shape
 from .exit_codes import ExitCode
 
 __all__ = ["register"]
@@ -22,13 +28,27 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "profile", help="time every layer of a decoder on this machine's device",
-        description="Time every block-granularity layer of a zoo decoder on the current device "
-                    "(synthetic weights; median of the timed repeats) and write a profile JSON.")
+        "profile", help="time every layer of a decoder or a torch module on this machine's device",
+        description="Time every block-granularity layer of a zoo decoder, or every chain layer "
+                    "of a torch module factory, on the current device (synthetic seeded "
+                    "weights; median of the timed repeats) and write a profile JSON.")
     p.add_argument("model", metavar="MODEL",
-                   help="a zoo decoder (see `cachepart zoo`), a spec .yaml or a HF config.json")
-    p.add_argument("--batch", type=int, default=1, help="sequences per batch (default 1)")
-    p.add_argument("--seq", type=int, default=2048, help="tokens per sequence (default 2048)")
+                   help="a zoo decoder (see `cachepart zoo`), a spec .yaml, a HF config.json, "
+                        "or a torch module factory file.py:factory (with --input-shape)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="sequences per batch (default 1; a torch module takes its batch from "
+                        "--input-shape)")
+    p.add_argument("--seq", type=int, default=None,
+                   help="tokens per sequence (default 2048; a torch module takes it from "
+                        "--input-shape)")
+    p.add_argument("--input-shape", default=None, metavar="B,S",
+                   help="a torch module MODEL: its input shape, for example 8,128")
+    p.add_argument("--input-dtype", default=None, choices=["float32", "bfloat16", "float16",
+                                                           "long", "int32"],
+                   help="a torch module MODEL: its input dtype (default float32); long or int32 "
+                        "means token ids of shape B,S")
+    p.add_argument("--granularity", choices=["block", "op"], default="block",
+                   help="a torch module MODEL: time each block (default) or each block's parts")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
                    help="default: bf16 on a GPU, fp32 on a CPU")
     p.add_argument("--torch-device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -55,7 +75,8 @@ def _refuse_cachepart_json(source: str) -> None:
         return  # the HF config reader words the error
     if not isinstance(doc, dict):
         return
-    needs = "profile needs a zoo decoder, a spec YAML or an HF config.json"
+    needs = ("profile needs a zoo decoder, a spec YAML or an HF config.json, or a torch "
+             "module file.py:factory")
     if "layers" in doc:
         raise InvalidInputError(f"MODEL {source!r}: a chain JSON (layer sizes and times, no "
                                 f"architecture to build); {needs}")
@@ -80,20 +101,72 @@ def _spec(source: str) -> tuple[str, Any]:
     return name, arch
 
 
-def run(args: argparse.Namespace) -> int:
+def _is_module_factory(source: str) -> bool:
+    from ..frontend.sources import _is_module_factory as is_factory
+
+    return is_factory(source)
+
+
+def _check_options(args: argparse.Namespace, factory: bool) -> None:
+    """One line naming the option for what does not fit MODEL's kind, before any timing."""
     for flag in ("batch", "seq", "repeats"):
-        if getattr(args, flag) < 1:
-            raise InvalidInputError(f"must be >= 1, got {getattr(args, flag)}", field=flag)
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise InvalidInputError(f"must be >= 1, got {value}", field=flag)
     if args.warmup < 0:
         raise InvalidInputError(f"must be >= 0, got {args.warmup}", field="warmup")
+    if factory:
+        for flag in ("batch", "seq"):
+            if getattr(args, flag) is not None:
+                raise InvalidInputError(f"a torch module MODEL takes its {flag} from "
+                                        "--input-shape", field=flag)
+        if args.input_shape is None:
+            raise InvalidInputError(f"MODEL {args.model!r} is a torch module: give its input "
+                                    "shape (for example 8,128)", field="input_shape")
+        shape = parse_shape(args.input_shape)
+        if args.input_dtype in ("long", "int32") and shape is not None and len(shape) < 2:
+            raise InvalidInputError(f"token ids need B,S, got {args.input_shape!r}",
+                                    field="input_shape")
+        return
+    for flag in ("input_shape", "input_dtype"):
+        if getattr(args, flag) is not None:
+            raise InvalidInputError("applies to a torch module MODEL (file.py:factory) only",
+                                    field=flag)
+    if args.granularity != "block":
+        raise InvalidInputError("op: a zoo decoder is profiled per block; op applies to a torch "
+                                "module MODEL (file.py:factory)", field="granularity")
+
+
+def _module_workload(args: argparse.Namespace, shape: tuple[int, ...]) -> dict[str, Any]:
+    """What `solve` compares with its own workload: the batch, and for token ids the
+    sequence length; the input itself, for the record."""
+    workload: dict[str, Any] = {"batch": shape[0]}
+    if args.input_dtype in ("long", "int32"):
+        workload["seq_len"] = shape[1]
+    workload.update({"phase": "prefill", "input_shape": list(shape),
+                     "input_dtype": args.input_dtype or "float32",
+                     "granularity": args.granularity})
+    return workload
+
+
+def run(args: argparse.Namespace) -> int:
+    factory = _is_module_factory(args.model)
+    _check_options(args, factory)
     if importlib.util.find_spec("torch") is None:
         raise InvalidInputError("profile needs PyTorch: pip install 'cachepart[torch]'")
     check_output_path(args.output, "output")  # before the timing, not after it
-    name, spec = _spec(args.model)
+    if factory:
+        shape = parse_shape(args.input_shape) or ()
+        # the traced chain (names, order) is the planner's: a bad shape fails here, on meta
+        from ..frontend.sources import model_layers
+
+        name = model_layers(args.model, args.granularity, shape, args.input_dtype)[0]
+    else:
+        name, spec = _spec(args.model)
     import torch
 
     from ..frontend.profiles import PROFILE_SCHEMA
-    from ..runner.profiling import device_name, profile_layers
+    from ..runner.profiling import device_name, profile_layers, profile_module_layers
 
     if args.torch_device == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("cuda: no CUDA device is visible", field="torch_device")
@@ -101,16 +174,33 @@ def run(args: argparse.Namespace) -> int:
                                                and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
     dtype = args.dtype or ("bf16" if use_cuda else "fp32")
-    timings = profile_layers(spec, batch=args.batch, seq_len=args.seq, dtype=dtype,
-                             device=device, warmup=args.warmup, repeats=args.repeats,
-                             seed=args.seed)
+    if factory:
+        from models.errors import SpecError
+
+        try:
+            timings = profile_module_layers(args.model, shape, input_dtype=args.input_dtype,
+                                            granularity=args.granularity, dtype=dtype,
+                                            device=device, warmup=args.warmup,
+                                            repeats=args.repeats, seed=args.seed)
+        except SpecError as exc:
+            raise InvalidInputError(str(exc)) from None
+        workload = {**_module_workload(args, shape), "dtype": dtype}
+        what = f"input {'x'.join(map(str, shape))}"
+    else:
+        batch, seq = args.batch or 1, args.seq or 2048
+        timings = profile_layers(spec, batch=batch, seq_len=seq, dtype=dtype,
+                                 device=device, warmup=args.warmup, repeats=args.repeats,
+                                 seed=args.seed)
+        workload = {"batch": batch, "seq_len": seq, "phase": "prefill", "dtype": dtype}
+        what = f"{batch} x {seq} tokens"
     doc = {
         "schema": PROFILE_SCHEMA, "model": name,
         "device": args.device_name or device_name(device), "torch_device": str(device),
-        "workload": {"batch": args.batch, "seq_len": args.seq, "phase": "prefill",
-                     "dtype": dtype},
+        "workload": workload,
         "layers": [t.to_dict() for t in timings],
     }
+    if factory:
+        doc["source"] = args.model
     try:
         Path(args.output).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
@@ -118,5 +208,5 @@ def run(args: argparse.Namespace) -> int:
                                 field="output") from None
     total = sum(t.latency_s for t in timings)
     print(f"{name}: {len(timings)} layers timed on {doc['device']}, {total:.4g} s per forward "
-          f"of {args.batch} x {args.seq} tokens; profile written to {args.output}")
+          f"of {what}; profile written to {args.output}")
     return ExitCode.OK
