@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 DEMO_PLAN := results/demo-tiny-llama.plan.json
+DEMO_CKPT := results/demo-tiny-hf-llama
 DEMO := paper-dense-16l --batch 128 --seq 10000 --dtype bf16 --device h100-sxm --devices 16
 
 demo: $(STAMP)
@@ -27,6 +28,14 @@ demo: $(STAMP)
 	$(VENV)/bin/cachepart solve tiny-llama --batch 4 --micro-batch 2 --seq 16 --dtype fp32 \
 		--devices 2 --capacity 800kB --method ilp -o $(DEMO_PLAN)
 	$(VENV)/bin/cachepart run $(DEMO_PLAN) --nproc 2 --verify
+	@echo
+	@echo "A tiny Hugging Face checkpoint with seeded random weights, built here (nothing is fetched),"
+	@echo "planned on 2 devices, run on 2 CPU ranks with its own weights against transformers,"
+	@echo "then 8 tokens generated greedily through the stages:"
+	$(PY) examples/tiny_checkpoint.py llama $(DEMO_CKPT)
+	$(VENV)/bin/cachepart solve $(DEMO_CKPT) --batch 4 --micro-batch 2 --seq 16 --dtype fp32 \
+		--devices 2 --capacity 150kB -o $(DEMO_CKPT).plan.json
+	$(VENV)/bin/cachepart run $(DEMO_CKPT).plan.json --checkpoint $(DEMO_CKPT) --verify --generate 8
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check solver models tests benchmarks notebooks/build.py examples

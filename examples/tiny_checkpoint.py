@@ -78,10 +78,11 @@ def build_checkpoint(family: str, directory: str | Path, *, seed: int = 0,
     model = cls.from_config(config)
     with torch.no_grad():
         # the default init leaves norms at 1 and biases at 0: perturb every tensor so a wrong
-        # mapping or a skipped bias changes the output
+        # mapping or a skipped bias changes the output, and enough that greedy decoding
+        # wanders over the vocabulary instead of repeating one token
         gen = torch.Generator().manual_seed(seed)
         for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
     out = Path(directory)
     kwargs: dict[str, Any] = {}
     if shard_mb is not None:

@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
              "buffer_bytes": layer.get("buffer_bytes", 0),
              "kv_cache_bytes": layer.get("kv_cache_bytes", 0),
              "flops": layer.get("flops"), "latency_s": layer["latency_s"]} for layer in layers]
+    quant = getattr(loaded.spec.arch, "quantization", None) if loaded.spec else None
     if args.json:
         doc = {"model": loaded.graph.name, "source_kind": loaded.kind, "params": params,
+               "quantization": quant.label() if quant else None,
                "declared_params": loaded.spec.declared_params if loaded.spec else None,
                "weight_bytes": weight, "workload": loaded.graph.metadata.get("workload"),
                "device": loaded.graph.metadata.get("device"), "warnings": loaded.warnings,
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         for col in ("weight_bytes", "activation_bytes", "buffer_bytes", "kv_cache_bytes"):
             row[col] = format_bytes(row[col])
     print(f"{loaded.graph.name}: {len(rows)} layers, "
-          f"{'?' if params is None else f'{params:,}'} parameters, weights {format_bytes(weight)}")
+          f"{'?' if params is None else f'{params:,}'} parameters, weights {format_bytes(weight)}"
+          + (f" (quantized: {quant.label()})" if quant else ""))
     print(format_table(rows, float_format=lambda v: f"{v:.4g}"))
     return ExitCode.OK

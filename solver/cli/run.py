@@ -64,6 +64,18 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-dtype", default=None,
                    choices=["float32", "bfloat16", "float16", "long", "int32"],
                    help="a torch module plan: the input dtype it was planned with")
+    p.add_argument("--checkpoint", default=d.checkpoint, metavar="DIR",
+                   help="a Hugging Face checkpoint directory (config.json + safetensors) of the "
+                        "plan's model: each rank loads only its stage's tensors (default: the "
+                        "plan's source when it is such a directory, else seeded weights)")
+    p.add_argument("--input-ids", default=d.input_ids, metavar="FILE",
+                   help="token ids to feed: a torch.save'd int64 tensor (batch, seq)")
+    p.add_argument("--save-output", default=d.save_output, metavar="FILE",
+                   help="write the pipeline's final output (logits, batch x seq x vocab) with "
+                        "torch.save (the last stage writes it)")
+    p.add_argument("--generate", type=int, default=d.generate, metavar="N",
+                   help="after the prefill, generate N tokens greedily through the stages, each "
+                        "keeping its layers' KV cache; the report gives TTFT and TPOT")
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -72,7 +84,9 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       warmup=args.warmup, verify=args.verify, report=args.report,
                       pin_l2=args.pin_l2, seed=args.seed, dtype=args.dtype,
                       torch_device=args.torch_device, timeout=args.timeout,
-                      input_shape=parse_shape(args.input_shape), input_dtype=args.input_dtype)
+                      input_shape=parse_shape(args.input_shape), input_dtype=args.input_dtype,
+                      checkpoint=args.checkpoint, input_ids=args.input_ids,
+                      save_output=args.save_output, generate=args.generate)
 
 
 def runner_argv(options: RunOptions) -> list[str]:
@@ -112,7 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..plan import load_plan
-    from ..runner.validate import check_torch_device, prepare_run
+    from ..runner.validate import check_shared_memory, check_torch_device, prepare_run
 
     if importlib.util.find_spec("torch") is None:
         raise InvalidInputError("run needs PyTorch: pip install 'cachepart[torch]'")
@@ -124,9 +138,12 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(options.report, "report")
     plan = load_plan(options.plan)
     nproc = args.nproc if args.nproc is not None else len(plan.stages)
-    prepare_run(plan, nproc, microbatches=options.microbatches, dtype=options.dtype,
-                input_shape=options.input_shape, input_dtype=options.input_dtype)
+    setup = prepare_run(plan, nproc, microbatches=options.microbatches, dtype=options.dtype,
+                        input_shape=options.input_shape, input_dtype=options.input_dtype,
+                        checkpoint=options.checkpoint, input_ids=options.input_ids,
+                        generate=options.generate)
     check_torch_device(options.torch_device)
+    check_shared_memory(setup, nproc, options.torch_device)
     env = dict(os.environ)
     # the workers import solver and models from wherever this cachepart lives
     root = str(Path(__file__).resolve().parents[2])

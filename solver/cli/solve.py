@@ -151,9 +151,11 @@ def run(args: argparse.Namespace) -> int:
     if part.status is Status.INFEASIBLE:
         print(f"cachepart: infeasible: {part.diagnosis}", file=sys.stderr)
         return ExitCode.INFEASIBLE
+    from ..frontend.sources import absolute_source
+
     device = None if loaded.kind == "chain" else args.device
     plan = build_plan(loaded.graph, problem, part, time_limit_s=args.time_limit, device=device,
-                      tier=tier, source=args.model)
+                      tier=tier, source=absolute_source(args.model))
     if args.output:
         plan.save(args.output)
     if not args.quiet:

@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_path(options.report, "report")
         plan = load_plan(options.plan)
         setup = prepare_run(plan, world, microbatches=options.microbatches, dtype=options.dtype,
-                            input_shape=options.input_shape, input_dtype=options.input_dtype)
+                            input_shape=options.input_shape, input_dtype=options.input_dtype,
+                            checkpoint=options.checkpoint, input_ids=options.input_ids,
+                            generate=options.generate)
         check_torch_device(options.torch_device)
     except CachepartError as exc:
         if speaks:

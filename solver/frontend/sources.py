@@ -1,7 +1,8 @@
 """Turn a MODEL argument into a footprint-annotated LayerGraph.
 
-MODEL is a zoo name, a spec YAML, a Hugging Face config.json, a chain JSON, or a torch module
-factory (``file.py:factory`` or ``package.module:factory``, built on the meta device).
+MODEL is a zoo name, a spec YAML, a Hugging Face config.json or checkpoint directory (config.json
+and safetensors files), a chain JSON, or a torch module factory (``file.py:factory`` or
+``package.module:factory``, built on the meta device).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .graph import LayerGraph
 
 __all__ = [
     "LoadedModel",
+    "absolute_source",
     "bandwidth_tier",
     "graph_from_layers",
     "load_model",
@@ -40,7 +42,7 @@ class LoadedModel:
 
     graph: LayerGraph
     kind: str
-    """zoo, spec, hf-config, chain or torch."""
+    """zoo, spec, hf-config, hf-checkpoint (a directory), chain or torch."""
     params: int | None = None
     footprints: list[LayerFootprint] = field(default_factory=list)
     spec: ModelSpec | None = None
@@ -74,6 +76,21 @@ def _is_module_factory(source: str) -> bool:
         (head.endswith(".py") or all(p.isidentifier() for p in head.split(".")))
 
 
+def absolute_source(source: str) -> str:
+    """``source`` as a plan records it, so the plan runs from any directory: a file or folder
+    made absolute (``file.py:factory`` too); a zoo name or an importable module unchanged."""
+    if source in zoo_names():
+        return source
+    path = Path(source)
+    if path.exists():
+        return str(path.resolve())
+    if _is_module_factory(source):
+        head, _, attr = source.rpartition(":")
+        if head.endswith(".py") and Path(head).is_file():
+            return f"{Path(head).resolve()}:{attr}"
+    return source
+
+
 def model_layers(source: str, granularity: Granularity = "block",
                  input_shape: tuple[int, ...] | None = None,
                  input_dtype: str | None = None) -> tuple[str, list[LayerDesc],
@@ -84,6 +101,20 @@ def model_layers(source: str, granularity: Granularity = "block",
             spec = load_zoo_model(source)
             return spec.name, spec.arch.layer_descs(granularity), spec, "zoo"
         path = Path(source)
+        if path.is_dir():
+            from models.checkpoint import is_checkpoint_dir, read_config
+            from models.hf import spec_from_hf_config
+
+            if not is_checkpoint_dir(path):
+                raise InvalidInputError(f"MODEL {source!r}: a directory without config.json (a "
+                                        "checkpoint directory holds config.json and safetensors "
+                                        "files)")
+            config = read_config(path)
+            name, arch = spec_from_hf_config(config, str(path / "config.json"))
+            if not config.get("_name_or_path"):
+                name = path.resolve().name  # the folder names the model better than "config"
+            spec = ModelSpec(name=name, arch=arch, source=str(path))
+            return name, arch.layer_descs(granularity), spec, "hf-checkpoint"
         if path.suffix.lower() in (".yaml", ".yml"):
             spec = load_spec(path)
             return spec.name, spec.arch.layer_descs(granularity), spec, "spec"
@@ -103,7 +134,8 @@ def model_layers(source: str, granularity: Granularity = "block",
             # Integer input means token ids (B, S): sizes per token; otherwise per sample.
             unit: Literal["token", "sample"] = \
                 "token" if input_dtype in ("long", "int64", "int32") else "sample"
-            layers = module_layers(module, input_shape, input_dtype=input_dtype, unit=unit)
+            layers = module_layers(module, input_shape, input_dtype=input_dtype, unit=unit,
+                                   granularity=granularity)
             return source.rpartition(":")[2], layers, None, "torch"
     except SpecError as exc:
         raise InvalidInputError(str(exc)) from None

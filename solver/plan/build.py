@@ -21,11 +21,14 @@ from .types import HardwareInfo, ModelInfo, Plan, SolverInfo, StagePlan
 __all__ = ["build_plan", "cluster_record", "fingerprint"]
 
 
-def fingerprint(graph: LayerGraph) -> str:
+def fingerprint(graph: LayerGraph, name: str | None = None) -> str:
     """sha256 of the model's structure: layer names and byte footprints in order, the model
     input and the link, not the latencies (a re-profiled or re-costed model is the same
-    model). The runner refuses a plan whose model does not match."""
+    model). The runner refuses a plan whose model does not match. ``name`` stands in for the
+    graph's own (a checkpoint's folder is not the name the plan was made under)."""
     doc = chain_to_dict(graph)
+    if name is not None:
+        doc["name"] = name
     for layer in doc["layers"]:
         layer.pop("latency_s", None)
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))

@@ -29,9 +29,17 @@ class RunOptions:
     """Seconds a transfer or collective may wait before it fails."""
     input_shape: tuple[int, ...] | None = None
     input_dtype: str | None = None
+    checkpoint: str | None = None
+    """A Hugging Face checkpoint directory whose weights the stages load (each rank its own)."""
+    input_ids: str | None = None
+    """A torch.save'd int64 tensor (batch, seq) of token ids to feed instead of random ids."""
+    save_output: str | None = None
+    """Where the last stage writes the pipeline's final output (torch.save)."""
+    generate: int = 0
+    """New tokens to generate greedily after the prefill (0: forward passes only)."""
 
     def __post_init__(self) -> None:
-        for name, least in (("steps", 1), ("warmup", 0), ("microbatches", 1)):
+        for name, least in (("steps", 1), ("warmup", 0), ("microbatches", 1), ("generate", 0)):
             value = getattr(self, name)
             if value is not None and value < least:
                 raise InvalidInputError(f"must be >= {least}, got {value}", field=name)

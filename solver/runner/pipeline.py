@@ -21,7 +21,7 @@ from torch import nn
 from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
 from models.torch_modules import build_module_chain, build_module_reference
-from models.torch_ref import build_chain, layer_names
+from models.torch_ref import build_chain, greedy_generate, layer_names, output_arity
 
 from ..core.errors import InvalidInputError
 from ..plan.types import StagePlan
@@ -32,6 +32,8 @@ __all__ = [
     "DEVICE_MEMORY_ENV",
     "FAIL_RANK_ENV",
     "TORCH_DTYPES",
+    "GenerateMeasure",
+    "Reference",
     "StageMeasure",
     "TimedModule",
     "build_reference",
@@ -40,6 +42,9 @@ __all__ = [
     "device_memory",
     "make_input",
     "peak_memory",
+    "reference_output",
+    "reference_tokens",
+    "run_generation",
     "run_stage",
     "select_device",
 ]
@@ -54,6 +59,9 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 # Relative tolerances for the single-process comparison: the pipeline runs the same kernels on
 # smaller batches, so only the reduction order inside a matmul may differ.
 _RTOL = {"fp32": 1e-5, "bf16": 3e-2, "fp16": 5e-3}
+# Against transformers the kernels differ too (its attention and norms, not ours): in fp32,
+# max |error| <= 1e-4 x max(1, max |logits|).
+_RTOL_TRANSFORMERS = {"fp32": 1e-4, "bf16": 3e-2, "fp16": 5e-3}
 
 
 def select_device(choice: str, local_rank: int) -> torch.device:
@@ -121,10 +129,19 @@ class TimedModule(nn.Module):
 
 
 def _spec(setup: RunSetup) -> Any:
-    """The decoder's TransformerSpec (prepare_run admitted only decoders and torch modules)."""
+    """The model's TransformerSpec (prepare_run admitted only transformers and torch modules)."""
     if setup.loaded.spec is None:
         raise InvalidInputError(f"plan model {setup.plan.model.name!r}: no architecture to build")
     return setup.loaded.spec.arch
+
+
+def _weights(setup: RunSetup) -> Any:
+    """The checkpoint the layers load from (headers read now, tensors per layer), or None."""
+    if setup.checkpoint is None:
+        return None
+    from models.checkpoint import Checkpoint
+
+    return Checkpoint.open(setup.checkpoint)
 
 
 def build_stage_module(setup: RunSetup, layers: tuple[str, ...], device: torch.device,
@@ -133,18 +150,73 @@ def build_stage_module(setup: RunSetup, layers: tuple[str, ...], device: torch.d
     source = setup.plan.model.source or ""
     if setup.loaded.kind == "torch":
         return build_module_chain(source, layers, device=device, dtype=dtype, seed=seed)
-    return build_chain(_spec(setup), layers, device=device, dtype=dtype, seed=seed)
+    return build_chain(_spec(setup), layers, device=device, dtype=dtype, seed=seed,
+                       numerics=setup.numerics, weights=_weights(setup))
 
 
-def build_reference(setup: RunSetup, device: torch.device, seed: int) -> nn.Module:
-    """The whole model in one process, with the weights every stage drew."""
+@dataclass(frozen=True)
+class Reference:
+    """The single-process model a run is checked against, and what it is."""
+
+    model: Any
+    label: str
+    transformers: bool = False
+
+
+def build_reference(setup: RunSetup, device: torch.device, seed: int) -> Reference:
+    """The whole model in one process: transformers' own module for a checkpoint where
+    transformers is installed, else the chain of every layer with the weights the stages use."""
     dtype = TORCH_DTYPES[setup.dtype]
     source = setup.plan.model.source or ""
     if setup.loaded.kind == "torch":
-        return build_module_reference(source, device=device, dtype=dtype, seed=seed)
+        module = build_module_reference(source, device=device, dtype=dtype, seed=seed)
+        return Reference(module, "the module's own forward, one process, the same seeded weights")
+    if setup.checkpoint is not None:
+        try:
+            import transformers
+        except ImportError:
+            pass
+        else:
+            transformers.utils.logging.disable_progress_bar()  # a worker's output is the report
+            spec = _spec(setup)
+            cls = transformers.AutoModel if spec.kind == "encoder" else \
+                transformers.AutoModelForCausalLM
+            # loaded as saved, then cast: the dtype keyword changed name across versions
+            model: Any = cls.from_pretrained(setup.checkpoint)
+            model = model.to(device=device, dtype=dtype).eval()
+            return Reference(model, f"transformers {transformers.__version__} "
+                                    f"{type(model).__name__}, one process", transformers=True)
     spec = _spec(setup)
     names = layer_names(spec, setup.plan.model.granularity or "block")
-    return build_chain(spec, names, device=device, dtype=dtype, seed=seed)
+    chain = build_chain(spec, names, device=device, dtype=dtype, seed=seed,
+                        numerics=setup.numerics, weights=_weights(setup))
+    what = "the checkpoint's weights" if setup.checkpoint else "the same seeded weights"
+    return Reference(chain, f"every layer in one process, {what}")
+
+
+def reference_output(ref: Reference, ids: torch.Tensor) -> Any:
+    """The reference's output on ``ids``: logits, or (last hidden state, pooled) for an
+    encoder, as the pipeline's last stage gives them."""
+    with torch.no_grad():
+        if not ref.transformers:
+            return ref.model(ids)
+        out = ref.model(input_ids=ids)
+        if hasattr(out, "logits"):
+            return out.logits
+        return out.last_hidden_state, out.pooler_output
+
+
+def reference_tokens(ref: Reference, setup: RunSetup, ids: torch.Tensor, new_tokens: int,
+                     microbatches: int) -> torch.Tensor:
+    """The reference's greedy continuation of ``ids``: transformers' generate(do_sample=False)
+    without an end-of-sequence stop, or the chain's own cached decoding in one process."""
+    if ref.transformers:
+        with torch.no_grad():
+            out = ref.model.generate(ids, attention_mask=torch.ones_like(ids),
+                                     max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                     do_sample=False, eos_token_id=None, pad_token_id=0)
+        return out[:, ids.shape[1]:].cpu()
+    return greedy_generate([ref.model], ids, new_tokens, microbatches=microbatches).tokens.cpu()
 
 
 def _vocab_of(setup: RunSetup) -> int:
@@ -158,7 +230,10 @@ def _vocab_of(setup: RunSetup) -> int:
 
 
 def make_input(setup: RunSetup, device: torch.device, seed: int) -> torch.Tensor:
-    """The whole batch's input, the same in every process that draws it."""
+    """The whole batch's input, the same in every process that draws it: the given token ids,
+    or ids (or samples) drawn from ``seed``."""
+    if setup.input_ids is not None:
+        return torch.load(setup.input_ids, map_location="cpu", weights_only=True).to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     shape = setup.input_shape
     integer = setup.input_dtype in ("long", "int64", "int32")
@@ -241,8 +316,10 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     return []
 
 
-def compare_outputs(pipeline: Any, reference: Any, dtype: str) -> Verify:
-    """max |pipeline - reference| against rtol x max |reference| (rtol by dtype)."""
+def compare_outputs(pipeline: Any, reference: Any, dtype: str, *, label: str = "",
+                    transformers: bool = False) -> Verify:
+    """max |pipeline - reference| against rtol x max |reference| (rtol by dtype); against
+    transformers, rtol x max(1, max |reference|) with its own rtols."""
     got, want = _tensors(pipeline), _tensors(_to_cpu(reference))
     if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want, strict=False)):
         shapes = [tuple(t.shape) for t in got], [tuple(t.shape) for t in want]
@@ -251,6 +328,103 @@ def compare_outputs(pipeline: Any, reference: Any, dtype: str) -> Verify:
     error = max((float((g.float() - w.float()).abs().max()) for g, w in zip(got, want, strict=True)
                  if g.numel()), default=0.0)
     scale = max((float(w.float().abs().max()) for w in want if w.numel()), default=0.0)
-    tolerance = _RTOL[dtype] * scale
+    tolerance = _RTOL_TRANSFORMERS[dtype] * max(1.0, scale) if transformers \
+        else _RTOL[dtype] * scale
     return Verify(max_abs_error=error, tolerance=tolerance, passed=error <= tolerance,
-                  reference_max_abs=scale)
+                  reference_max_abs=scale, reference=label)
+
+
+# ----- generation ---------------------------------------------------------------------------
+@dataclass
+class GenerateMeasure:
+    """One rank's view of a greedy generation through the pipeline."""
+
+    rank: int
+    tokens: list[list[int]]
+    """The new ids per sequence (every rank receives them)."""
+    ttft_s: float
+    """From the aligned start to the first new token on every rank: the prefill."""
+    step_times_s: list[float]
+    """Each decode step: every micro-batch through every stage, one token per sequence."""
+    forward_times_s: list[float]
+    """This stage's decode forwards (one micro-batch each)."""
+    prefill_output: Any = None
+    """The last stage's prefill output (on the CPU), when asked for."""
+
+
+def _signature(setup: RunSetup, layers: tuple[str, ...], micro: int, seq: int,
+               device: torch.device) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Example input and output tensors of a stage for one micro-batch of ``seq`` tokens, from
+    the layer names alone, so the pipeline's stages need no shape-inference forward (which
+    would run the layers and disturb their caches)."""
+    spec, nx = _spec(setup), setup.numerics
+    dtype = TORCH_DTYPES[setup.dtype]
+
+    def hidden(count: int) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.empty(micro, seq, spec.hidden, dtype=dtype, device=device)
+                     for _ in range(count))
+
+    names = layer_names(spec, setup.plan.model.granularity or "block")
+    first = names.index(layers[0])
+    if first == 0:
+        inputs: tuple[torch.Tensor, ...] = (torch.zeros(micro, seq, dtype=torch.long,
+                                                         device=device),)
+    else:
+        inputs = hidden(output_arity(spec, names[first - 1], nx))
+    if layers[-1] == "head":
+        outputs: tuple[torch.Tensor, ...] = (torch.empty(micro, seq, spec.vocab, dtype=dtype,
+                                                          device=device),)
+    else:
+        outputs = hidden(output_arity(spec, layers[-1], nx))
+    return inputs, outputs
+
+
+def run_generation(setup: RunSetup, stage_plan: StagePlan, module: nn.Module, *, rank: int,
+                   world_size: int, device: torch.device, ids: torch.Tensor | None,
+                   new_tokens: int, keep_output: bool = False) -> GenerateMeasure:
+    """Prefill then ``new_tokens - 1`` greedy decode steps, micro-batched through the stages
+    with GPipe: each stage keeps its layers' keys and values per micro-batch, the last stage
+    picks each sequence's next token and every rank receives it (rank 0 feeds it back)."""
+    chain: Any = module
+    m = setup.microbatches
+    batch, seq = setup.input_shape[0], setup.input_shape[1]
+    micro = batch // m
+    timed = TimedModule(chain, device)
+    schedules = []
+    for tokens in (seq, 1):
+        inputs, outputs = _signature(setup, stage_plan.layers, micro, tokens, device)
+        stage = PipelineStage(timed, stage_plan.index, world_size, device, input_args=inputs,
+                              output_args=outputs)
+        schedules.append((stage, ScheduleGPipe(stage, m)))
+    last = world_size - 1
+    chain.state.start(m)
+    try:
+        with torch.no_grad():
+            (prefill, run_prefill), (decode, run_decode) = schedules
+            dist.barrier()
+            t0 = time.perf_counter()
+            out = run_prefill.step(ids) if prefill.is_first else run_prefill.step()
+            kept = _to_cpu(out) if keep_output and rank == last else None
+            nxt = _next_token(out, batch, device, rank == last)
+            dist.broadcast(nxt, src=last)
+            ttft = time.perf_counter() - t0
+            new = [nxt]
+            timed.reset()
+            steps = []
+            for _ in range(new_tokens - 1):
+                t = time.perf_counter()
+                out = run_decode.step(new[-1]) if decode.is_first else run_decode.step()
+                nxt = _next_token(out, batch, device, rank == last)
+                dist.broadcast(nxt, src=last)
+                steps.append(time.perf_counter() - t)
+                new.append(nxt)
+    finally:
+        chain.state.stop()
+    tokens_cpu = torch.cat(new, dim=1).cpu()
+    return GenerateMeasure(rank, tokens_cpu.tolist(), ttft, steps, timed.times(), kept)
+
+
+def _next_token(out: Any, batch: int, device: torch.device, last: bool) -> torch.Tensor:
+    if last:
+        return out[:, -1].argmax(-1, keepdim=True).to(torch.long).contiguous()
+    return torch.empty(batch, 1, dtype=torch.long, device=device)

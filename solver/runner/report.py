@@ -12,9 +12,11 @@ from ..core.units import format_bytes
 from ..plan.simulate import simulate_plan
 from ..plan.types import Plan
 
-__all__ = ["REPORT_SCHEMA", "RunReport", "StageResult", "Verify", "format_report", "predict"]
+__all__ = ["REPORT_SCHEMA", "GenerateResult", "RunReport", "StageResult", "Verify",
+           "format_report", "predict"]
 
-REPORT_SCHEMA = "cachepart-run/1"
+REPORT_SCHEMA = "cachepart-run/2"
+"""2: weights, generate, and the reference a verification used."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,28 @@ class Verify:
     tolerance: float
     passed: bool
     reference_max_abs: float
+    reference: str = ""
+    """What the pipeline was compared against."""
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """A greedy generation through the pipeline, beside the simulator's prediction."""
+
+    new_tokens: int
+    tokens: list[list[int]]
+    """The new ids, per sequence."""
+    ttft_s: float
+    """Time to first token: the prefill through every stage and the first pick."""
+    tpot_s: float | None
+    """Time per output token: the mean decode step (every sequence gets one token per step);
+    None with a single new token."""
+    tokens_per_s: float
+    """Every new token of the batch over the whole generation (prefill included)."""
+    predicted: dict[str, Any]
+    matches_reference: bool | None = None
+    """With --verify: the tokens equal the reference's greedy tokens."""
+    reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +87,9 @@ class RunReport:
     verify: Verify | None = None
     pin_l2: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    weights: str = "seeded"
+    """seeded (drawn from --seed), or the checkpoint directory the stages loaded."""
+    generate: GenerateResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -86,6 +113,14 @@ def predict(plan: Plan, microbatches: int) -> dict[str, Any]:
         "tokens_per_s": result.tokens_per_s,
         "makespan_s": result.makespan_s,
     }
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g} s"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
 
 
 def median(values: list[float]) -> float:
@@ -112,9 +147,24 @@ def format_report(report: RunReport) -> str:
     pm = pred.get("makespan_s")
     lines.append(f"end-to-end per step: measured {report.end_to_end_s:.4g} s, predicted "
                  f"{'-' if pm is None else f'{pm:.4g} s'}")
+    if report.generate is not None:
+        g = report.generate
+        pred = g.predicted
+        lines.append(f"generate {g.new_tokens} tokens: TTFT {g.ttft_s:.4g} s (predicted "
+                     f"{_s(pred.get('ttft_s'))}), TPOT {_s(g.tpot_s)} (predicted "
+                     f"{_s(pred.get('tpot_s'))}), {g.tokens_per_s:,.1f} tokens/s (predicted "
+                     f"{_rate(pred.get('tokens_per_s'))}; predictions for {pred.get('device')})")
+        first = g.tokens[0] if g.tokens else []
+        lines.append(f"generated ids, sequence 0: {first}")
+        if g.matches_reference is not None:
+            lines.append(f"generate: the tokens {'equal' if g.matches_reference else 'DIFFER from'}"
+                         f" the reference's ({g.reference})")
     if report.verify is not None:
         v = report.verify
-        lines.append(f"verify: max_abs_error {v.max_abs_error:.3g} <= tolerance {v.tolerance:.3g}: "
-                     f"{'passed' if v.passed else 'FAILED'}")
+        relation = "<=" if v.passed else ">"
+        lines.append(f"verify: max_abs_error {v.max_abs_error:.3g} {relation} tolerance "
+                     f"{v.tolerance:.3g}: {'passed' if v.passed else 'FAILED'}"
+                     + (f" (against {v.reference})" if v.reference else ""))
+    lines.append(f"weights: {report.weights}")
     lines.extend(f"note: {n}" for n in report.notes)
     return "\n".join(lines)

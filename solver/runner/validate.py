@@ -7,9 +7,13 @@ having to talk to the others first.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from models.errors import SpecError
 
 from ..core.errors import InvalidInputError
 from ..frontend.sources import LoadedModel, load_model
@@ -17,12 +21,19 @@ from ..hardware.footprint import Workload
 from ..plan.build import fingerprint
 from ..plan.types import Plan, StagePlan
 
+if TYPE_CHECKING:
+    from models.numerics import Numerics
+
 __all__ = [
+    "HOST_MEMORY_ENV",
     "RUNNABLE_DTYPES",
     "TP_DEGREE",
     "RunSetup",
     "available_ram_bytes",
+    "check_checkpoint",
     "check_fingerprint",
+    "check_input_ids",
+    "check_shared_memory",
     "check_stage_memory",
     "check_torch_device",
     "check_world_size",
@@ -30,6 +41,7 @@ __all__ = [
     "plan_workload",
     "prepare_run",
     "runtime_dtype",
+    "shared_memory_need",
 ]
 
 TP_DEGREE = 1
@@ -53,6 +65,14 @@ class RunSetup:
     input_shape: tuple[int, ...]
     """The whole batch's input: (batch, seq) token ids, or the torch module's sample input."""
     input_dtype: str | None
+    numerics: Numerics | None = None
+    """How a Hugging Face model computes (None: the zoo's defaults, or a torch module)."""
+    checkpoint: str | None = None
+    """The checkpoint directory the stages load their weights from (None: seeded weights)."""
+    input_ids: str | None = None
+    """A file of token ids to feed (checked here: int64, (batch, seq), inside the vocabulary)."""
+    generate: int = 0
+    """New tokens to generate after the prefill."""
 
 
 def plan_workload(plan: Plan) -> Workload:
@@ -125,6 +145,36 @@ def check_world_size(plan: Plan, world_size: int) -> None:
             f"TP degree {TP_DEGREE} = {expected} (start {expected} processes, one per stage)")
 
 
+def check_checkpoint(plan: Plan, workload: Workload, directory: str) -> LoadedModel:
+    """``directory`` holds the plan's model: its config gives the plan's fingerprint (whatever
+    the model is called) and its safetensors files hold every tensor the plan's layers need,
+    in the shapes they need (headers only: nothing is loaded)."""
+    from models.checkpoint import Checkpoint, is_checkpoint_dir
+
+    if not is_checkpoint_dir(directory):
+        raise InvalidInputError(f"{directory!r}: not a checkpoint directory (config.json and "
+                                "safetensors files)", field="checkpoint")
+    granularity: Any = plan.model.granularity or "block"
+    loaded = load_model(directory, workload, granularity=granularity,
+                        device=plan.hardware.device or "h100-sxm")
+    found = fingerprint(loaded.graph, name=plan.model.name)
+    if found != plan.model.fingerprint:
+        raise InvalidInputError(
+            f"{directory}: its config gives model fingerprint {found}, the plan has "
+            f"{plan.model.fingerprint}: a checkpoint of another model (or the plan was made for "
+            "other dimensions)", field="checkpoint")
+    try:
+        Checkpoint.open(directory).check_tensors(n for st in plan.stages for n in st.layers)
+    except SpecError as exc:
+        raise InvalidInputError(str(exc), field="checkpoint") from None
+    return loaded
+
+
+def _has_weights(directory: str) -> bool:
+    path = Path(directory)
+    return path.is_dir() and any(path.glob("*.safetensors"))
+
+
 def check_fingerprint(plan: Plan, workload: Workload, *, input_shape: tuple[int, ...] | None = None,
                       input_dtype: str | None = None) -> LoadedModel:
     """Rebuild the plan's model from its source and compare fingerprints."""
@@ -170,6 +220,54 @@ def available_ram_bytes() -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
+HOST_MEMORY_ENV = "CACHEPART_HOST_MEMORY_BYTES"
+"""Test hook: the memory ``cachepart run`` checks the ranks' stages against together."""
+
+
+def shared_memory_need(setup: RunSetup) -> list[int]:
+    """Each stage's plan memory in the run's dtype (a bf16 plan run in fp32 needs twice it)."""
+    from ..hardware.footprint import DTYPE_BYTES
+
+    ratio = DTYPE_BYTES[setup.dtype] / DTYPE_BYTES[setup.workload.weight_dtype]
+    return [int(-(-st.memory_bytes * ratio // 1)) for st in setup.plan.stages]
+
+
+def check_shared_memory(setup: RunSetup, nproc: int, torch_device: str) -> None:
+    """Before launch: the ranks ``cachepart run`` starts share this machine, so their stages
+    together must fit it: the available RAM on a CPU, each GPU's memory for the ranks that
+    share it. InfeasibleError (exit 3) with the numbers, before any process starts."""
+    import torch
+
+    from ..core.errors import InfeasibleError
+    from ..core.units import format_bytes
+
+    need = shared_memory_need(setup)[:nproc]
+    gpus = torch.cuda.device_count() if torch_device != "cpu" else 0
+    if gpus:
+        per_gpu: dict[int, list[int]] = {}
+        for rank in range(len(need)):
+            slot = device_slot(setup.plan, rank, multi_node=False) if setup.plan.hardware.cluster \
+                else rank
+            per_gpu.setdefault(slot % gpus, []).append(rank)
+        for gpu, ranks in per_gpu.items():
+            total = sum(need[r] for r in ranks)
+            capacity = int(os.environ.get(HOST_MEMORY_ENV) or
+                           torch.cuda.get_device_properties(gpu).total_memory)
+            if total > capacity:
+                raise InfeasibleError(
+                    f"GPU {gpu} runs stages {', '.join(map(str, ranks))}: together they need "
+                    f"{format_bytes(total)} in {setup.dtype}, more than its "
+                    f"{format_bytes(capacity)}")
+        return
+    total = sum(need)
+    capacity = int(os.environ.get(HOST_MEMORY_ENV) or available_ram_bytes())
+    if total > capacity:
+        raise InfeasibleError(
+            f"the {len(need)} ranks share this machine's memory: their stages need "
+            f"{format_bytes(total)} together in {setup.dtype} ({' + '.join(map(format_bytes, need))})"
+            f", more than the {format_bytes(capacity)} available")
+
+
 def check_stage_memory(stage: StagePlan, device_bytes: int, device_label: str) -> None:
     if stage.memory_bytes > device_bytes:
         raise InvalidInputError(
@@ -194,25 +292,114 @@ def _input(setup_kind: str, workload: Workload, input_shape: tuple[int, ...] | N
     return input_shape, input_dtype
 
 
+def _numerics(loaded: LoadedModel, source: str) -> Numerics | None:
+    """A Hugging Face model's numerics, from the config its plan was made from."""
+    if loaded.kind not in ("hf-config", "hf-checkpoint") or loaded.spec is None:
+        return None
+    from models.checkpoint import read_config
+    from models.numerics import numerics_from_hf_config
+
+    path = Path(source)
+    try:
+        if loaded.kind == "hf-checkpoint":
+            config = read_config(path)
+            path = path / "config.json"
+        else:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        return numerics_from_hf_config(config, loaded.spec.arch, str(path))  # type: ignore[arg-type]
+    except (SpecError, OSError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(str(exc)) from None
+
+
+def check_input_ids(path: str, batch: int, vocab: int) -> tuple[int, ...]:
+    """The shape of the token ids in ``path``: a torch.save'd int64 tensor (batch, seq) with
+    every id inside the vocabulary. torch.load with weights_only: a file runs no code."""
+    import torch
+
+    try:
+        ids = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path!r}: no such file", field="input_ids") from None
+    except Exception as exc:  # torch raises many kinds for a file that is not a tensor
+        raise InvalidInputError(f"{path!r}: not a torch.save'd tensor ({type(exc).__name__})",
+                                field="input_ids") from None
+    if not isinstance(ids, torch.Tensor) or ids.dtype != torch.int64 or ids.dim() != 2 \
+            or not ids.numel():
+        what = f"{ids.dtype} tensor of shape {tuple(ids.shape)}" if isinstance(ids, torch.Tensor) \
+            else type(ids).__name__
+        raise InvalidInputError(f"{path!r}: expected an int64 tensor (batch, seq), got {what}",
+                                field="input_ids")
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or (vocab and high >= vocab):
+        raise InvalidInputError(f"{path!r}: token ids must be in 0..{vocab - 1}, got "
+                                f"{low}..{high}", field="input_ids")
+    if ids.shape[0] != batch:
+        raise InvalidInputError(f"{path!r}: a batch of {ids.shape[0]} sequences, the plan's is "
+                                f"{batch}", field="input_ids")
+    return tuple(ids.shape)
+
+
+def _check_positions(spec: Any, seq: int, generate: int) -> None:
+    positions = getattr(spec, "positions", 0)
+    if positions and seq + generate > positions:
+        raise InvalidInputError(f"{seq} prompt tokens + {generate} new ones exceed the "
+                                f"{positions} learned positions of the model", field="generate")
+
+
 def prepare_run(plan: Plan, world_size: int, *, microbatches: int | None = None,
                 dtype: str | None = None, input_shape: tuple[int, ...] | None = None,
-                input_dtype: str | None = None) -> RunSetup:
-    """Every static check, in order: world size, workload, dtype, fingerprint, micro-batches."""
+                input_dtype: str | None = None, checkpoint: str | None = None,
+                input_ids: str | None = None, generate: int = 0) -> RunSetup:
+    """Every static check, in order: world size, workload, dtype, fingerprint (and the
+    checkpoint's), the model kind, micro-batches, input ids, generation."""
     check_world_size(plan, world_size)
     workload = plan_workload(plan)
-    if workload.phase != "prefill":
-        raise InvalidInputError(f"plan workload.phase: {workload.phase!r}; the runner runs "
-                                "prefill (forward) passes only")
+    if workload.phase != "prefill" and not generate:
+        raise InvalidInputError(f"plan workload.phase: {workload.phase!r}: a decode plan runs "
+                                "its decode steps with --generate N", field="generate")
     run_dtype = runtime_dtype(workload, dtype)
     loaded = check_fingerprint(plan, workload, input_shape=input_shape, input_dtype=input_dtype)
-    if loaded.kind != "torch":
-        arch: Any = loaded.spec.arch if loaded.spec is not None else None
-        if getattr(arch, "kind", None) != "decoder":
-            raise InvalidInputError(f"plan model {plan.model.name!r}: the runner builds decoders "
-                                    f"and torch modules, not {getattr(arch, 'kind', loaded.kind)!r}")
+    source = plan.model.source or ""
+    if checkpoint is None and loaded.kind == "hf-checkpoint" and _has_weights(source):
+        checkpoint = source
+    if checkpoint is not None:
+        if loaded.kind == "torch":
+            raise InvalidInputError("a torch module plan runs its factory's module; a checkpoint "
+                                    "is for a Hugging Face model's plan", field="checkpoint")
+        loaded_ck = check_checkpoint(plan, workload, checkpoint)
+        checkpoint = str(Path(checkpoint).resolve())
+        numerics = _numerics(loaded_ck, checkpoint)
+    else:
+        numerics = _numerics(loaded, source)
+    arch: Any = loaded.spec.arch if loaded.spec is not None else None
+    if loaded.kind != "torch" and getattr(arch, "kind", None) not in ("decoder", "encoder"):
+        raise InvalidInputError(f"plan model {plan.model.name!r}: the runner builds decoders, "
+                                f"encoders and torch modules, not "
+                                f"{getattr(arch, 'kind', loaded.kind)!r}")
+    quant = getattr(arch, "quantization", None)
+    if quant is not None:
+        raise InvalidInputError(f"plan model {plan.model.name!r} is quantized ({quant.label()}): "
+                                "a quantized model is planned, not run (the runner computes in "
+                                "fp32, bf16 or fp16)")
+    if generate and (loaded.kind == "torch" or getattr(arch, "kind", None) != "decoder"
+                     or not getattr(arch, "vocab", 0) or not getattr(arch, "lm_head", False)):
+        raise InvalidInputError(f"plan model {plan.model.name!r}: generation needs a decoder "
+                                "with an LM head", field="generate")
     if microbatches is None:
         microbatches = -(-workload.batch // workload.sequences)
         if loaded.kind == "torch" and input_shape is not None:
             microbatches = max(1, input_shape[0] // workload.sequences)
     shape, in_dtype = _input(loaded.kind, workload, input_shape, input_dtype, microbatches)
-    return RunSetup(plan, loaded, workload, run_dtype, microbatches, shape, in_dtype)
+    if input_ids is not None:
+        if loaded.kind == "torch":
+            raise InvalidInputError("token ids feed a transformer plan; a torch module plan takes "
+                                    "its --input-shape", field="input_ids")
+        shape = check_input_ids(input_ids, workload.batch, int(getattr(arch, "vocab", 0)))
+    elif workload.phase == "decode":
+        # a decode plan is costed at context seq_len: prompt + new tokens reach it
+        shape = (workload.batch, max(1, workload.seq_len - generate))
+    if loaded.kind != "torch":
+        _check_positions(arch, shape[1] + getattr(numerics, "position_offset", 0), generate)
+    return RunSetup(plan, loaded, workload, run_dtype, microbatches, shape, in_dtype,
+                    numerics=numerics, checkpoint=checkpoint, input_ids=input_ids,
+                    generate=generate)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.errors import InvalidInputError
 from .options import RunOptions
-from .report import RunReport, StageResult, median, predict
+from .report import GenerateResult, RunReport, StageResult, median, predict
 from .validate import RunSetup, check_stage_memory, device_slot
 
 __all__ = ["Outcome", "WorkerResult", "run_worker", "single_process_env"]
@@ -107,15 +107,39 @@ def run_worker(options: RunOptions, setup: RunSetup, rank: int, world: int,
         module = pl.build_stage_module(setup, stage_plan.layers, device, options.seed)
         build_s = time.perf_counter() - t_build
         inputs = pl.make_input(setup, device, options.seed) if stage_plan.index == 0 else None
+        is_last = stage_plan.index == len(plan.stages) - 1
+        keep = options.verify or (options.save_output is not None and is_last)
         pin_info: dict[str, Any] | None = None
-        run_kwargs: dict[str, Any] = dict(rank=rank, world_size=world, device=device, steps=options.steps,
-                          warmup=options.warmup, inputs=inputs, keep_output=options.verify)
-        if options.pin_l2 and device.type == "cuda":
-            measure, pin_info = _run_pinned(setup, stage_plan, module, run_kwargs, result)
-        else:
-            measure = pl.run_stage(setup, stage_plan, module, **run_kwargs)
+        measure: Any = None
+        if setup.workload.phase == "prefill":
+            run_kwargs: dict[str, Any] = dict(rank=rank, world_size=world, device=device,
+                                              steps=options.steps, warmup=options.warmup,
+                                              inputs=inputs, keep_output=keep)
+            if options.pin_l2 and device.type == "cuda":
+                measure, pin_info = _run_pinned(setup, stage_plan, module, run_kwargs, result)
+            else:
+                measure = pl.run_stage(setup, stage_plan, module, **run_kwargs)
+        gen = None
+        if setup.generate:
+            gen = pl.run_generation(setup, stage_plan, module, rank=rank, world_size=world,
+                                    device=device, ids=inputs, new_tokens=setup.generate,
+                                    keep_output=keep)
+            if measure is None:  # a decode plan: its stages are measured decoding
+                peak, kind = pl.peak_memory(device)
+                measure = pl.StageMeasure(rank, stage_plan.index, stage_plan.layers, str(device),
+                                          gen.forward_times_s, gen.step_times_s, peak, kind,
+                                          gen.prefill_output)
+            gen.prefill_output = None  # the output travels once, in the measure
+        if options.save_output is not None and is_last:
+            import torch
+
+            torch.save(measure.output, options.save_output)
+            result.notes.append(f"output {_shape(measure.output)} written to "
+                                f"{options.save_output} (rank {rank})")
+        if not options.verify:
+            measure.output = None
         gathered: list[Any] | None = [None] * world if rank == 0 else None
-        dist.gather_object((measure, build_s, pin_info), gathered, dst=0)
+        dist.gather_object((measure, build_s, pin_info, gen), gathered, dst=0)
     except Exception as exc:
         text = str(exc).strip()
         result.errors.append(f"rank {rank} (stage {stage_plan.index}) failed: "
@@ -130,6 +154,11 @@ def run_worker(options: RunOptions, setup: RunSetup, rank: int, world: int,
             result.errors.append(f"rank 0 failed reporting: {type(exc).__name__}: {exc}")
             result.outcome = Outcome.FAILED
         else:
+            made = result.report.generate
+            if made is not None and made.matches_reference is False:
+                result.errors.append(f"verify: the generated tokens differ from the reference's "
+                                     f"({made.reference})")
+                result.outcome = Outcome.FAILED
             verify = result.report.verify
             if verify is not None and not verify.passed:
                 result.errors.append(
@@ -138,6 +167,12 @@ def run_worker(options: RunOptions, setup: RunSetup, rank: int, world: int,
                 result.outcome = Outcome.FAILED
     dist.destroy_process_group()
     return result
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "(" + ", ".join(_shape(v) for v in value) + ")"
+    return "x".join(str(d) for d in getattr(value, "shape", ())) or "?"
 
 
 def _run_pinned(setup: Any, stage_plan: Any, module: Any, run_kwargs: dict[str, Any],
@@ -167,6 +202,7 @@ def _report(options: RunOptions, setup: RunSetup, gathered: list[Any], backend: 
     from . import pipeline as pl
 
     plan = setup.plan
+    decode_plan = setup.workload.phase == "decode"
     measures = sorted((g[0] for g in gathered), key=lambda m: m.index)
     stages = []
     for m in measures:
@@ -178,12 +214,13 @@ def _report(options: RunOptions, setup: RunSetup, gathered: list[Any], backend: 
             peak_memory_kind=m.peak_memory_kind, plan_memory_bytes=sp.memory_bytes,
             device=m.device, samples=len(m.forward_times_s)))
     # a step ends when its slowest rank (the last stage) ends; the barrier aligned the starts
-    per_step = [max(m.step_times_s[i] for m in measures) for i in range(options.steps)]
-    end_to_end = sum(per_step) / len(per_step)
+    count = min(len(m.step_times_s) for m in measures)
+    per_step = [max(m.step_times_s[i] for m in measures) for i in range(count)]
+    end_to_end = sum(per_step) / len(per_step) if per_step else float("nan")
     batch = setup.input_shape[0]
     micro = batch // setup.microbatches
-    tokens = batch * setup.input_shape[1] if setup.loaded.kind != "torch" or \
-        setup.input_dtype in ("long", "int32") else None
+    tokens = batch * (1 if decode_plan else setup.input_shape[1]) \
+        if setup.loaded.kind != "torch" or setup.input_dtype in ("long", "int32") else None
     notes = []
     if plan.hardware.device and not str(device).startswith("cuda"):
         notes.append(f"the plan's stage times are for {plan.hardware.device} (or from the "
@@ -191,22 +228,55 @@ def _report(options: RunOptions, setup: RunSetup, gathered: list[Any], backend: 
     if micro != setup.workload.sequences:
         notes.append(f"micro-batches of {micro} sequences; the plan's stage times are for "
                      f"{setup.workload.sequences}")
+    if decode_plan:
+        notes.append("a decode plan: the stage times and steps are the generation's decode "
+                     "steps (one token per sequence)")
     pin = [g[2] for g in gathered if g[2] is not None]
     verify = None
-    last = measures[-1]
+    reference = None
+    ids = None
     if options.verify:
-        ref_module = pl.build_reference(setup, device, options.seed)
-        import torch
-
-        with torch.no_grad():
-            reference = ref_module(pl.make_input(setup, device, options.seed))
-        verify = pl.compare_outputs(last.output, reference, setup.dtype)
-    report = RunReport(
+        ref = pl.build_reference(setup, device, options.seed)
+        ids = pl.make_input(setup, device, options.seed)
+        reference = ref
+        verify = pl.compare_outputs(measures[-1].output, pl.reference_output(ref, ids),
+                                    setup.dtype, label=ref.label, transformers=ref.transformers)
+    generate = None
+    gens = [g[3] for g in gathered if g[3] is not None]
+    if gens:
+        generate = _generate_result(setup, gens, reference, ids)
+    weights = setup.checkpoint if setup.checkpoint else f"seeded (--seed {options.seed})"
+    return RunReport(
         model=plan.model.name, plan=str(options.plan), world_size=len(measures), backend=backend,
         dtype=setup.dtype, microbatches=setup.microbatches, micro_batch_size=micro,
-        steps=options.steps, tokens_per_step=tokens,
+        steps=count, tokens_per_step=tokens,
         tokens_per_s=tokens / end_to_end if tokens and end_to_end > 0 else None,
         end_to_end_s=end_to_end, stages=tuple(stages),
-        predicted=predict(plan, setup.microbatches), verify=verify,
-        pin_l2={"stages": pin} if pin else None, notes=tuple(notes))
-    return report
+        predicted=predict(plan, setup.microbatches),
+        verify=verify, pin_l2={"stages": pin} if pin else None, notes=tuple(notes),
+        weights=weights, generate=generate)
+
+
+def _generate_result(setup: RunSetup, gens: list[Any], reference: Any,
+                     ids: Any) -> GenerateResult:
+    from . import pipeline as pl
+    from .predict import predict_generation
+
+    head = gens[0]
+    n = setup.generate
+    batch, prompt = setup.input_shape[0], setup.input_shape[1]
+    # every rank timed the same steps after the same barrier; the slowest saw them end
+    ttft = max(g.ttft_s for g in gens)
+    steps = [max(g.step_times_s[i] for g in gens) for i in range(n - 1)]
+    total = ttft + sum(steps)
+    predicted = predict_generation(setup.plan, setup.workload, batch=batch, prompt=prompt,
+                                   new_tokens=n, microbatches=setup.microbatches)
+    matches = label = None
+    if reference is not None:
+        want = pl.reference_tokens(reference, setup, ids, n, setup.microbatches)
+        matches = want.tolist() == head.tokens
+        label = reference.label
+    return GenerateResult(new_tokens=n, tokens=head.tokens, ttft_s=ttft,
+                          tpot_s=sum(steps) / len(steps) if steps else None,
+                          tokens_per_s=batch * n / total if total > 0 else 0.0,
+                          predicted=predicted, matches_reference=matches, reference=label)

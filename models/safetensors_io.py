@@ -1,0 +1,202 @@
+"""Read tensors from a checkpoint's safetensors files, one tensor at a time, without mmap.
+
+A safetensors file is an 8-byte little-endian header length N, N bytes of JSON (per tensor:
+``dtype``, ``shape``, ``data_offsets`` [begin, end) relative to the end of the header; an optional
+``__metadata__``), then the data. A sharded checkpoint adds ``model.safetensors.index.json``
+whose ``weight_map`` names the file of every tensor.
+
+Tensors are read with ``readinto`` into a buffer of one tensor, never through a memory map:
+mapped pages of a file count towards a process's resident memory, so a rank that reads its
+stage through mmap peaks near twice what it touched. Reading this way, a rank's peak host
+memory is its stage's tensors plus a tensor or two in flight. The headers are parsed in pure
+Python; torch is imported when a tensor is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import SpecError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DTYPE_SIZES", "TensorEntry", "TensorIndex", "read_header"]
+
+DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+               "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+"""Bytes per element of each safetensors dtype."""
+
+_MAX_HEADER = 100 * 1024 * 1024  # the format's own limit on the JSON header
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lives: its file, dtype, shape and byte range in the file."""
+
+    name: str
+    path: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    """Absolute byte offset of the data in the file."""
+    nbytes: int
+
+
+def read_header(path: Path) -> dict[str, TensorEntry]:
+    """The tensors of one safetensors file; SpecError naming the file for a malformed header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise SpecError(f"{path}: not a safetensors file (shorter than its header length)")
+            (length,) = struct.unpack("<Q", head)
+            if length > _MAX_HEADER:
+                raise SpecError(f"{path}: safetensors header of {length} bytes is over the "
+                                f"format's {_MAX_HEADER} limit")
+            raw = f.read(length)
+            size = f.seek(0, 2)
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpecError(f"{path}: safetensors header is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: safetensors header is not a JSON object")
+    base = 8 + length
+    out: dict[str, TensorEntry] = {}
+    for name, info in doc.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise SpecError(f"{path}: tensor {name!r}: malformed header entry {info!r:.80}") from None
+        if dtype not in DTYPE_SIZES:
+            raise SpecError(f"{path}: tensor {name!r}: dtype {dtype!r} is not a safetensors dtype")
+        nbytes = math.prod(shape) * DTYPE_SIZES[dtype]
+        if end - begin != nbytes or begin < 0 or base + end > size:
+            raise SpecError(f"{path}: tensor {name!r}: data offsets [{begin}, {end}) do not hold "
+                            f"{shape} x {dtype} inside the file")
+        out[name] = TensorEntry(name, path, dtype, shape, base + begin, nbytes)
+    return out
+
+
+class TensorIndex:
+    """Every tensor of a checkpoint directory (one file, or shards and their index)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        index = self.directory / INDEX_FILE
+        single = self.directory / SINGLE_FILE
+        if index.is_file():
+            files = self._shards(index)
+        elif single.is_file():
+            files = [single]
+        else:
+            found = sorted(self.directory.glob("*.safetensors"))
+            if not found:
+                raise SpecError(f"{self.directory}: no {SINGLE_FILE} or {INDEX_FILE} (a "
+                                "checkpoint directory holds config.json and safetensors files)")
+            files = found
+        self.entries: dict[str, TensorEntry] = {}
+        for path in files:
+            for name, entry in read_header(path).items():
+                if name in self.entries:
+                    raise SpecError(f"{path}: tensor {name!r} is also in "
+                                    f"{self.entries[name].path.name}")
+                self.entries[name] = entry
+
+    def _shards(self, index: Path) -> list[Path]:
+        try:
+            doc = json.loads(index.read_text(encoding="utf-8"))
+            weight_map = doc["weight_map"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise SpecError(f"{index}: not a safetensors index with a weight_map ({exc})") from None
+        if not isinstance(weight_map, dict):
+            raise SpecError(f"{index}: weight_map: expected an object, got {weight_map!r:.60}")
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not (self.directory / n).is_file()]
+        if missing:
+            raise SpecError(f"{index}: shard {missing[0]!r} is missing from {self.directory}")
+        return [self.directory / n for n in names]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def total_bytes(self) -> int:
+        return sum(e.nbytes for e in self.entries.values())
+
+    def entry(self, name: str) -> TensorEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise SpecError(f"{self.directory}: the checkpoint has no tensor {name!r}") from None
+
+    def read_into(self, name: str, target: torch.Tensor) -> bool:
+        """Read tensor ``name`` straight into ``target``'s memory when nothing needs converting
+        (same dtype and shape, a contiguous CPU tensor): no buffer at all. False otherwise,
+        and ``target`` is untouched."""
+        entry = self.entry(name)
+        if target.device.type != "cpu" or not target.is_contiguous() or \
+                tuple(target.shape) != entry.shape or target.dtype != _torch_dtype(entry.dtype):
+            return False
+        if entry.nbytes:
+            raw = target.view(-1).view(torch_uint8())
+            with open(entry.path, "rb") as f:
+                f.seek(entry.start)
+                got = f.readinto(raw.numpy().data)
+            if got != entry.nbytes:
+                raise SpecError(f"{entry.path}: tensor {name!r}: read {got} of {entry.nbytes} "
+                                "bytes (the file is truncated)")
+        return True
+
+    def read(self, name: str, *, dtype: torch.dtype | None = None,
+             device: torch.device | str = "cpu") -> torch.Tensor:
+        """The tensor ``name`` (cast to ``dtype`` when given), read alone."""
+        import torch
+
+        entry = self.entry(name)
+        raw = torch.empty(entry.nbytes, dtype=torch.uint8)
+        if entry.nbytes:
+            with open(entry.path, "rb") as f:
+                f.seek(entry.start)
+                got = f.readinto(raw.numpy().data)
+            if got != entry.nbytes:
+                raise SpecError(f"{entry.path}: tensor {name!r}: read {got} of {entry.nbytes} "
+                                "bytes (the file is truncated)")
+        tensor = raw.view(_torch_dtype(entry.dtype)).reshape(entry.shape)
+        if dtype is not None and tensor.dtype != dtype:
+            tensor = tensor.to(dtype)
+        return tensor.to(device)
+
+
+def torch_uint8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    table = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+             "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+             "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+             "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
+             "F8_E5M2": getattr(torch, "float8_e5m2", None)}
+    found = table.get(name)
+    if found is None:
+        raise SpecError(f"safetensors dtype {name!r} is not readable by this torch")
+    return found
