@@ -231,10 +231,14 @@ def test_a_stage_holds_its_own_weights_in_host_memory(checkpoints: dict[str, Pat
 
 
 # ----- the CLI: planning a directory, refusing what does not fit, running -------------------
-def _solve(model: Path | str, out: Path, *extra: str, devices: int = 2) -> Path:
-    assert main(["solve", str(model), "--devices", str(devices), "--capacity", "400kB",
+def _solve(model: Path | str, out: Path, *extra: str, devices: int = 2,
+           capacity: str = "150kB") -> Path:
+    """A plan over ``devices`` stages (150 kB holds a third of most tiny models, not all of
+    it, so the runs below cross stage boundaries)."""
+    assert main(["solve", str(model), "--devices", str(devices), "--capacity", capacity,
                  "--seq", "10", "--batch", "4", "--micro-batch", "2", "--dtype", "fp32", "-q",
                  "-o", str(out), *extra]) == 0
+    assert len(json.loads(out.read_text())["stages"]) == devices
     return out
 
 
@@ -269,7 +273,7 @@ def test_run_refuses_before_launch(checkpoints: dict[str, Path], tmp_path: Path,
     torch.save(torch.zeros(4, 10, dtype=torch.int32), tmp_path / "int32.pt")
     torch.save(torch.full((4, 10), 96, dtype=torch.int64), tmp_path / "big.pt")
     torch.save(torch.zeros(3, 10, dtype=torch.int64), tmp_path / "three.pt")
-    gpt2 = _solve(checkpoints["gpt2"], tmp_path / "gpt2.json")
+    gpt2 = _solve(checkpoints["gpt2"], tmp_path / "gpt2.json", capacity="200kB")
     bert = _solve(checkpoints["bert"], tmp_path / "bert.json")
     cases = [
         ([plan, "--checkpoint", checkpoints["mistral"]], 2, "--checkpoint: .* fingerprint"),
@@ -345,7 +349,7 @@ def test_a_quantized_model_is_planned_not_run(checkpoints: dict[str, Path], tmp_
     path.write_text(json.dumps(config))
     assert main(["inspect", str(path)]) == 0
     assert "(quantized: awq 4-bit gemm, groups of 16)" in capsys.readouterr().out
-    plan = _solve(path, tmp_path / "plan.json")
+    plan = _solve(path, tmp_path / "plan.json", devices=1)
     assert main(["run", str(plan)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is quantized (awq 4-bit gemm" in err[0]
@@ -354,3 +358,26 @@ def test_a_quantized_model_is_planned_not_run(checkpoints: dict[str, Path], tmp_
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(config))
         Checkpoint.open(folder)
+
+
+def test_without_transformers_the_reference_is_every_layer_in_one_process(
+        checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from solver.plan import load_plan
+    from solver.runner import pipeline as pl
+    from solver.runner import prepare_run
+
+    plan = load_plan(_solve(checkpoints["qwen2"], tmp_path / "plan.json"))
+    setup = prepare_run(plan, len(plan.stages), generate=3)
+    assert setup.checkpoint == str(checkpoints["qwen2"])  # the plan's own directory
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now fails
+    ref = pl.build_reference(setup, torch.device("cpu"), 0)
+    assert not ref.transformers and "checkpoint's weights" in ref.label
+    ids = pl.make_input(setup, torch.device("cpu"), 0)
+    model = _reference(checkpoints["qwen2"])
+    error, tolerance = _close(pl.reference_output(ref, ids), _hf_forward(model, ids))
+    assert error <= tolerance
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3,
+                              min_new_tokens=3, do_sample=False, eos_token_id=None,
+                              pad_token_id=0)
+    assert pl.reference_tokens(ref, setup, ids, 3, 2).tolist() == want[:, 10:].tolist()
