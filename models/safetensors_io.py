@@ -152,14 +152,9 @@ class TensorIndex:
         if target.device.type != "cpu" or not target.is_contiguous() or \
                 tuple(target.shape) != entry.shape or target.dtype != _torch_dtype(entry.dtype):
             return False
-        if entry.nbytes:
-            raw = target.view(-1).view(torch_uint8())
-            with open(entry.path, "rb") as f:
-                f.seek(entry.start)
-                got = f.readinto(raw.numpy().data)
-            if got != entry.nbytes:
-                raise SpecError(f"{entry.path}: tensor {name!r}: read {got} of {entry.nbytes} "
-                                "bytes (the file is truncated)")
+        import torch
+
+        _read_bytes(entry, target.view(-1).view(torch.uint8))
         return True
 
     def read(self, name: str, *, dtype: torch.dtype | None = None,
@@ -169,23 +164,23 @@ class TensorIndex:
 
         entry = self.entry(name)
         raw = torch.empty(entry.nbytes, dtype=torch.uint8)
-        if entry.nbytes:
-            with open(entry.path, "rb") as f:
-                f.seek(entry.start)
-                got = f.readinto(raw.numpy().data)
-            if got != entry.nbytes:
-                raise SpecError(f"{entry.path}: tensor {name!r}: read {got} of {entry.nbytes} "
-                                "bytes (the file is truncated)")
+        _read_bytes(entry, raw)
         tensor = raw.view(_torch_dtype(entry.dtype)).reshape(entry.shape)
         if dtype is not None and tensor.dtype != dtype:
             tensor = tensor.to(dtype)
         return tensor.to(device)
 
 
-def torch_uint8() -> Any:
-    import torch
-
-    return torch.uint8
+def _read_bytes(entry: TensorEntry, raw: torch.Tensor) -> None:
+    """The tensor's bytes into ``raw`` (a flat uint8 CPU tensor of its size), with readinto."""
+    if not entry.nbytes:
+        return
+    with open(entry.path, "rb") as f:
+        f.seek(entry.start)
+        got = f.readinto(raw.numpy().data)
+    if got != entry.nbytes:
+        raise SpecError(f"{entry.path}: tensor {entry.name!r}: read {got} of {entry.nbytes} "
+                        "bytes (the file is truncated)")
 
 
 def _torch_dtype(name: str) -> Any:
