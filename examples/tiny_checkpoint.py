@@ -32,6 +32,9 @@ FAMILIES: dict[str, dict[str, Any]] = {
                                      "original_max_position_embeddings": 16}},
     "mistral": {"model_type": "mistral", **_LLAMA_LIKE, "sliding_window": 6,
                 "rope_theta": 20000.0},
+    # transformers 5 reads a mistral config with layer_types as Ministral: windows per layer
+    "ministral": {"model_type": "mistral", **_LLAMA_LIKE, "sliding_window": 4,
+                  "layer_types": ["full_attention", "sliding_attention"] * 2},
     "mixtral": {"model_type": "mixtral", **_LLAMA_LIKE, "num_local_experts": 4,
                 "num_experts_per_tok": 2, "sliding_window": None, "rms_norm_eps": 1e-5},
     "qwen2": {"model_type": "qwen2", **_LLAMA_LIKE, "rope_theta": 1000000.0,

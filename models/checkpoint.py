@@ -60,6 +60,9 @@ class Source:
     index: int | None = None
     transpose: bool = False
     rows: tuple[int, ...] | None = None
+    whole: tuple[int, ...] | None = None
+    """The shape the checkpoint's tensor must have when it holds more than this parameter (a
+    fused QKV, stacked experts): a wider one belongs to another model."""
 
 
 def _span(start: int, stop: int) -> tuple[int, ...]:
@@ -105,18 +108,21 @@ def _expert(ck: Checkpoint, b: str, rest: str) -> Source:
     if legacy:
         name = {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"}[proj]
         return Source(f"{b}block_sparse_moe.experts.{e}.{name}.weight")
-    f = ck.spec.ffn
+    f, h, experts = ck.spec.ffn, ck.spec.hidden, ck.spec.experts
     if proj == "down_proj":
-        return Source(f"{b}mlp.experts.down_proj", index=int(e))
+        return Source(f"{b}mlp.experts.down_proj", index=int(e), whole=(experts, h, f))
     rows = _span(0, f) if proj == "gate_proj" else _span(f, 2 * f)
-    return Source(f"{b}mlp.experts.gate_up_proj", index=int(e), rows=rows)
+    return Source(f"{b}mlp.experts.gate_up_proj", index=int(e), rows=rows,
+                  whole=(experts, 2 * f, h))
 
 
 def _head(ck: Checkpoint, param: str, norm_prefix: str, embed: str) -> Source:
     if param.startswith("norm."):
         return Source(norm_prefix + param.removeprefix("norm."))
-    if param == "tied_weight":
+    if param == "tied_weight" and "lm_head.weight" not in ck.tensors:
         return Source(embed)
+    # a tied config whose checkpoint stores its own head anyway: transformers 5 keeps the
+    # stored matrix when it differs from the embedding, and so does the runner
     return Source("lm_head.weight")
 
 
@@ -135,7 +141,8 @@ def _gpt2(ck: Checkpoint, layer: str, block: int | None, param: str) -> Source:
         # c_attn is a Conv1D [hidden, 3 hidden]: transposed, its rows are q, then k, then v
         part = ("q_proj", "k_proj", "v_proj").index(proj)
         return Source(f"{b}attn.c_attn.{kind}", transpose=kind == "weight",
-                      rows=_span(part * h, (part + 1) * h))
+                      rows=_span(part * h, (part + 1) * h),
+                      whole=(h, 3 * h) if kind == "weight" else (3 * h,))
     if head == "attn":
         return Source(f"{b}attn.c_proj.{kind}", transpose=kind == "weight")
     name = {"fc": "c_fc", "proj": "c_proj"}[proj]
@@ -201,7 +208,10 @@ def _falcon(ck: Checkpoint, layer: str, block: int | None, param: str) -> Source
         return Source(f"{b}{name}.{rest}")
     proj, _, kind = rest.partition(".")
     if head == "attn" and proj != "o_proj":
-        return Source(f"{b}self_attention.query_key_value.{kind}", rows=_falcon_rows(ck, proj))
+        width = (ck.spec.heads + 2 * ck.spec.kvh) * ck.spec.dh
+        whole = (width, ck.spec.hidden) if kind == "weight" else (width,)
+        return Source(f"{b}self_attention.query_key_value.{kind}", rows=_falcon_rows(ck, proj),
+                      whole=whole)
     if head == "attn":
         return Source(f"{b}self_attention.dense.{kind}")
     return Source(f"{b}mlp.{'dense_h_to_4h' if proj == 'fc' else 'dense_4h_to_h'}.{kind}")
@@ -301,10 +311,16 @@ class Checkpoint:
     def source(self, layer: str, param: str) -> Source:
         kind, block, canonical = _canonical(layer, param)
         try:
-            return self.layout(self, kind, block, canonical)
+            src = self.layout(self, kind, block, canonical)
         except (KeyError, ValueError, IndexError):
             raise SpecError(f"{self.directory}: layer {layer!r}: no checkpoint tensor for "
                             f"{param!r}") from None
+        if src.name not in self.tensors and ".LayerNorm." in src.name:
+            # BERT's original conversions name a LayerNorm's scale and shift gamma and beta
+            legacy = src.name.replace(".weight", ".gamma").replace(".bias", ".beta")
+            if legacy in self.tensors:
+                return Source(legacy)
+        return src
 
     def _targets(self, module: nn.Module) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = list(module.named_parameters())
@@ -322,6 +338,9 @@ class Checkpoint:
             for param, tensor in self._targets(module):
                 src = self.source(layer, param)
                 entry = self.tensors.entry(src.name)
+                if src.whole is not None and entry.shape != src.whole:
+                    raise SpecError(f"{entry.path.name}: {src.name}: shape {entry.shape}, but "
+                                    f"this model's is {src.whole}")
                 shape = self._shape(entry.shape, src)
                 if shape != tuple(tensor.shape):
                     raise SpecError(f"{entry.path.name}: {src.name}: shape {entry.shape} does "
@@ -365,6 +384,10 @@ class Checkpoint:
                     continue
                 if src.name not in cache:
                     cache[src.name] = self.tensors.read(src.name)
+                    if src.whole is not None and tuple(cache[src.name].shape) != src.whole:
+                        raise SpecError(f"{self.directory}: {src.name}: shape "
+                                        f"{tuple(cache[src.name].shape)}, but this model's is "
+                                        f"{src.whole}")
                 value = cache[src.name]
                 if src.index is not None:
                     value = value[src.index]

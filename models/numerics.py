@@ -202,7 +202,12 @@ def _llama_like(f: _Fields, family: str, spec: TransformerSpec) -> Numerics:
     eps = f.positive("rms_norm_eps", 1e-5 if family == "mixtral" else 1e-6)
     window = f.window(None if family == "mixtral" else 4096)
     windows: tuple[int | None, ...] = ()
-    if family in ("mistral", "mixtral"):
+    if family == "mistral" and "layer_types" in f.config:
+        # transformers 5 reads a mistral config with layer_types as Ministral: a window on the
+        # layers marked sliding only
+        default = ["sliding_attention" if window is not None else "full_attention"] * spec.layers
+        windows = f.layer_windows(spec.layers, window, default)
+    elif family in ("mistral", "mixtral"):
         windows = (window,) * spec.layers
     elif family == "qwen2":
         if not f.flag("use_sliding_window", False):

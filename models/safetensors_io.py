@@ -104,8 +104,11 @@ class TensorIndex:
         else:
             found = sorted(self.directory.glob("*.safetensors"))
             if not found:
-                raise SpecError(f"{self.directory}: no {SINGLE_FILE} or {INDEX_FILE} (a "
-                                "checkpoint directory holds config.json and safetensors files)")
+                other = sorted(p.name for p in self.directory.iterdir()
+                               if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".gguf"))
+                hint = f" ({other[0]} is not read: save the model with safetensors)" if other \
+                    else ""
+                raise SpecError(f"{self.directory}: no {SINGLE_FILE} or {INDEX_FILE}{hint}")
             files = found
         self.entries: dict[str, TensorEntry] = {}
         for path in files:

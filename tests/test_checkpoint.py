@@ -381,3 +381,149 @@ def test_without_transformers_the_reference_is_every_layer_in_one_process(
                               min_new_tokens=3, do_sample=False, eos_token_id=None,
                               pad_token_id=0)
     assert pl.reference_tokens(ref, setup, ids, 3, 2).tolist() == want[:, 10:].tolist()
+
+
+# ----- review findings ----------------------------------------------------------------------
+def _copy(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_a_tied_config_with_a_stored_head_uses_the_stored_head(checkpoints: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    path = _copy(checkpoints["llama"], tmp_path / "tied")
+    config = json.loads((path / "config.json").read_text())
+    config["tie_word_embeddings"] = True  # yet lm_head.weight is stored and differs
+    (path / "config.json").write_text(json.dumps(config))
+    ck = Checkpoint.open(path)
+    ids = _ids()
+    error, tolerance = _close(_forward(_stages(ck, "block", 2), ids), _hf_forward(_reference(path), ids))
+    assert error <= tolerance
+
+
+def test_legacy_bert_layer_norm_names(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = _copy(checkpoints["bert"], tmp_path / "bert")
+    tensors = load_file(path / "model.safetensors")
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias",
+                                                                       "LayerNorm.beta"): v
+               for k, v in tensors.items()}
+    save_file(renamed, path / "model.safetensors")
+    ck = Checkpoint.open(path)
+    ids = _ids()
+    error, tolerance = _close(_forward(_stages(ck, "block", 2), ids),
+                              _hf_forward(_reference(checkpoints["bert"]), ids))
+    assert error <= tolerance
+
+
+def test_a_fused_tensor_of_another_width_is_refused(checkpoints: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = _copy(checkpoints["gpt2"], tmp_path / "wide")
+    tensors = load_file(path / "model.safetensors")
+    tensors["transformer.h.1.attn.c_attn.weight"] = torch.zeros(32, 101)
+    save_file(tensors, path / "model.safetensors")
+    with pytest.raises(SpecError, match=re.escape("shape (32, 101), but this model's is (32, 96)")):
+        Checkpoint.open(path).check_tensors(["block1"])
+
+
+def test_the_reference_is_built_in_the_run_dtype(checkpoints: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    """bf16 buffers (rotary frequencies, Gemma's embedding scale) are made in bf16 by
+    transformers, not cast from fp32: the bf16 pipeline equals its bf16 reference."""
+    from solver.plan import load_plan
+    from solver.runner import pipeline as pl
+    from solver.runner import prepare_run
+
+    for family in ("llama", "gemma2"):
+        plan = load_plan(_solve(checkpoints[family], tmp_path / f"{family}.json"))
+        setup = prepare_run(plan, 2, dtype="bf16")
+        ref = pl.build_reference(setup, torch.device("cpu"), 0)
+        assert ref.transformers
+        ids = pl.make_input(setup, torch.device("cpu"), 0)
+        stages = [pl.build_stage_module(setup, st.layers, torch.device("cpu"), 0)
+                  for st in plan.stages]
+        verdict = pl.compare_outputs(_forward(stages, ids), pl.reference_output(ref, ids),
+                                     "bf16", transformers=True)
+        assert verdict.passed and verdict.max_abs_error == 0.0, (family, verdict)
+
+
+def test_a_legacy_falcon_type_falls_back_to_the_chain_reference(checkpoints: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    from solver.plan import load_plan
+    from solver.runner import pipeline as pl
+    from solver.runner import prepare_run
+
+    path = _copy(checkpoints["falcon"], tmp_path / "rw")
+    config = json.loads((path / "config.json").read_text())
+    config["model_type"] = "RefinedWebModel"
+    (path / "config.json").write_text(json.dumps(config))
+    plan = load_plan(_solve(path, tmp_path / "plan.json"))
+    setup = prepare_run(plan, 2)
+    ref = pl.build_reference(setup, torch.device("cpu"), 0)
+    assert not ref.transformers and "transformers cannot load it" in ref.label
+    ids = pl.make_input(setup, torch.device("cpu"), 0)
+    error, tolerance = _close(pl.reference_output(ref, ids),
+                              _hf_forward(_reference(checkpoints["falcon"]), ids))
+    assert error <= tolerance
+
+
+def test_more_refusals_before_launch(checkpoints: dict[str, Path], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    llama = _solve(checkpoints["llama"], tmp_path / "llama.json")
+    decode = _solve(checkpoints["llama"], tmp_path / "decode.json", "--phase", "decode")
+    bert_op = _solve(checkpoints["bert"] / "config.json", tmp_path / "bert.json",
+                     "--granularity", "op")
+    sparse = tmp_path / "sparse.pt"
+    torch.save(torch.zeros(4, 10, dtype=torch.long).to_sparse(), sparse)
+    noshards = tmp_path / "noshards"
+    noshards.mkdir()
+    for name in ("config.json", "model.safetensors.index.json"):
+        if (checkpoints["llama"] / name).exists():
+            (noshards / name).write_text((checkpoints["llama"] / name).read_text())
+    (noshards / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"lm_head.weight": "model-00001-of-00002.safetensors"}}))
+    binonly = tmp_path / "binonly"
+    binonly.mkdir()
+    (binonly / "config.json").write_text((checkpoints["llama"] / "config.json").read_text())
+    (binonly / "pytorch_model.bin").write_bytes(b"0")
+    cases = [
+        ([llama, "--save-output", tmp_path / "missing" / "out.pt"], "--save-output"),
+        ([decode, "--generate", "1"], "--generate: .* N >= 2"),
+        ([bert_op], "block granularity only"),
+        ([llama, "--input-ids", sparse], "int64 sparse_coo tensor"),
+        ([llama, "--checkpoint", noshards], "shard 'model-00001-of-00002.safetensors' is missing"),
+        ([llama, "--checkpoint", binonly], "pytorch_model.bin is not read"),
+    ]
+    for args, pattern in cases:
+        assert main(["run", *map(str, args)]) == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and re.search(pattern, lines[0]), (args, lines)
+    # a plan whose own source folder is gone runs from --checkpoint wherever the model is now
+    moved = _copy(checkpoints["llama"], tmp_path / "here")
+    plan = _solve(moved, tmp_path / "moved.json")
+    import shutil
+
+    shutil.move(str(moved), str(tmp_path / "there"))
+    from solver.plan import load_plan
+    from solver.runner import prepare_run
+
+    setup = prepare_run(load_plan(plan), 2, checkpoint=str(tmp_path / "there"))
+    assert setup.checkpoint == str(tmp_path / "there")
+
+
+def test_a_checkpoint_named_like_a_zoo_model_is_the_users(checkpoints: dict[str, Path],
+                                                          tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _copy(checkpoints["gpt2"], tmp_path / "gpt2")
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", "gpt2", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["source_kind"] == "hf-checkpoint"
+    assert "both a zoo model and a checkpoint directory" in out.err

@@ -134,8 +134,9 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc is not None and args.nproc < 1:
         raise InvalidInputError(f"must be >= 1, got {args.nproc}", field="nproc")
     options = run_options(args)
-    if options.report is not None:
-        check_output_path(options.report, "report")
+    for path, field in ((options.report, "report"), (options.save_output, "save_output")):
+        if path is not None:
+            check_output_path(path, field)
     plan = load_plan(options.plan)
     nproc = args.nproc if args.nproc is not None else len(plan.stages)
     setup = prepare_run(plan, nproc, microbatches=options.microbatches, dtype=options.dtype,

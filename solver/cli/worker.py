@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = run_options(args)
         if options.report is not None and rank == 0:  # the writer; elsewhere it need not exist
             check_output_path(options.report, "report")
+        if options.save_output is not None and rank == world - 1:  # the last stage writes it
+            check_output_path(options.save_output, "save_output")
         plan = load_plan(options.plan)
         setup = prepare_run(plan, world, microbatches=options.microbatches, dtype=options.dtype,
                             input_shape=options.input_shape, input_dtype=options.input_dtype,

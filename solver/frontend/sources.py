@@ -76,10 +76,18 @@ def _is_module_factory(source: str) -> bool:
         (head.endswith(".py") or all(p.isidentifier() for p in head.split(".")))
 
 
+def _local_checkpoint(source: str) -> bool:
+    """A checkpoint directory here: it wins over a zoo model of the same name (a downloaded
+    ``gpt2/`` is the user's model, not the zoo's)."""
+    from models.checkpoint import is_checkpoint_dir
+
+    return is_checkpoint_dir(source)
+
+
 def absolute_source(source: str) -> str:
     """``source`` as a plan records it, so the plan runs from any directory: a file or folder
     made absolute (``file.py:factory`` too); a zoo name or an importable module unchanged."""
-    if source in zoo_names():
+    if source in zoo_names() and not _local_checkpoint(source):
         return source
     path = Path(source)
     if path.exists():
@@ -97,7 +105,7 @@ def model_layers(source: str, granularity: Granularity = "block",
                                                           ModelSpec | None, str]:
     """(name, layer descriptors, spec if any, kind) of a non-chain MODEL."""
     try:
-        if source in zoo_names():
+        if source in zoo_names() and not _local_checkpoint(source):
             spec = load_zoo_model(source)
             return spec.name, spec.arch.layer_descs(granularity), spec, "zoo"
         path = Path(source)
@@ -214,6 +222,9 @@ def load_model(source: str, workload: Workload | None = None, *,
     dev = get_device(device)
     name, layers, spec, kind = model_layers(source, granularity, input_shape, input_dtype)
     warnings = []
+    if kind == "hf-checkpoint" and source in zoo_names():
+        warnings.append(f"MODEL {source!r} is both a zoo model and a checkpoint directory here: "
+                        "using the directory (run from elsewhere for the zoo model)")
     if spec is not None and (warning := spec.parameter_warning()) is not None:
         warnings.append(warning)
     arch = spec.arch if spec is not None else None

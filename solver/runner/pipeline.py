@@ -171,27 +171,41 @@ def build_reference(setup: RunSetup, device: torch.device, seed: int) -> Referen
     if setup.loaded.kind == "torch":
         module = build_module_reference(source, device=device, dtype=dtype, seed=seed)
         return Reference(module, "the module's own forward, one process, the same seeded weights")
+    note = ""
     if setup.checkpoint is not None:
         try:
             import transformers
         except ImportError:
-            pass
+            note = " (transformers is not installed)"
         else:
-            transformers.utils.logging.disable_progress_bar()  # a worker's output is the report
-            spec = _spec(setup)
-            cls = transformers.AutoModel if spec.kind == "encoder" else \
-                transformers.AutoModelForCausalLM
-            # loaded as saved, then cast: the dtype keyword changed name across versions
-            model: Any = cls.from_pretrained(setup.checkpoint)
-            model = model.to(device=device, dtype=dtype).eval()
-            return Reference(model, f"transformers {transformers.__version__} "
-                                    f"{type(model).__name__}, one process", transformers=True)
+            found = _transformers_model(transformers, setup, dtype)
+            if isinstance(found, str):
+                note = f" (transformers cannot load it: {found})"
+            else:
+                model = found.to(device).eval()
+                return Reference(model, f"transformers {transformers.__version__} "
+                                        f"{type(model).__name__}, one process", transformers=True)
     spec = _spec(setup)
     names = layer_names(spec, setup.plan.model.granularity or "block")
     chain = build_chain(spec, names, device=device, dtype=dtype, seed=seed,
                         numerics=setup.numerics, weights=_weights(setup))
     what = "the checkpoint's weights" if setup.checkpoint else "the same seeded weights"
-    return Reference(chain, f"every layer in one process, {what}")
+    return Reference(chain, f"every layer in one process, {what}{note}")
+
+
+def _transformers_model(transformers: Any, setup: RunSetup, dtype: torch.dtype) -> Any:
+    """transformers' own model of the checkpoint, built in ``dtype`` (buffers such as rotary
+    frequencies and Gemma's embedding scale are made in it, not cast afterwards), or why not."""
+    transformers.utils.logging.disable_progress_bar()  # a worker's output is the report
+    cls = transformers.AutoModel if _spec(setup).kind == "encoder" else \
+        transformers.AutoModelForCausalLM
+    major = int(str(transformers.__version__).split(".")[0])
+    key = "dtype" if major >= 5 else "torch_dtype"  # renamed in transformers 5
+    try:
+        return cls.from_pretrained(setup.checkpoint, **{key: dtype})
+    except (ValueError, OSError, KeyError) as exc:  # a type it does not know (RefinedWeb...)
+        text = str(exc).strip().splitlines()
+        return text[0][:160] if text else type(exc).__name__
 
 
 def reference_output(ref: Reference, ids: torch.Tensor) -> Any:

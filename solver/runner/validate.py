@@ -145,34 +145,43 @@ def check_world_size(plan: Plan, world_size: int) -> None:
             f"TP degree {TP_DEGREE} = {expected} (start {expected} processes, one per stage)")
 
 
-def check_checkpoint(plan: Plan, workload: Workload, directory: str) -> LoadedModel:
+def check_checkpoint(plan: Plan, workload: Workload, directory: str,
+                     given: bool = True) -> LoadedModel:
     """``directory`` holds the plan's model: its config gives the plan's fingerprint (whatever
     the model is called) and its safetensors files hold every tensor the plan's layers need,
-    in the shapes they need (headers only: nothing is loaded)."""
+    in the shapes they need (headers only: nothing is loaded). Errors name --checkpoint when
+    the user gave it (``given``), else the plan's source."""
     from models.checkpoint import Checkpoint, is_checkpoint_dir
 
+    field = "checkpoint" if given else None
     if not is_checkpoint_dir(directory):
         raise InvalidInputError(f"{directory!r}: not a checkpoint directory (config.json and "
-                                "safetensors files)", field="checkpoint")
+                                "safetensors files)", field=field)
     granularity: Any = plan.model.granularity or "block"
-    loaded = load_model(directory, workload, granularity=granularity,
-                        device=plan.hardware.device or "h100-sxm")
+    try:
+        loaded = load_model(directory, workload, granularity=granularity,
+                            device=plan.hardware.device or "h100-sxm")
+    except InvalidInputError as exc:
+        raise InvalidInputError(exc.reason, field=field) from None
     found = fingerprint(loaded.graph, name=plan.model.name)
     if found != plan.model.fingerprint:
         raise InvalidInputError(
             f"{directory}: its config gives model fingerprint {found}, the plan has "
             f"{plan.model.fingerprint}: a checkpoint of another model (or the plan was made for "
-            "other dimensions)", field="checkpoint")
+            "other dimensions)", field=field)
     try:
         Checkpoint.open(directory).check_tensors(n for st in plan.stages for n in st.layers)
     except SpecError as exc:
-        raise InvalidInputError(str(exc), field="checkpoint") from None
+        raise InvalidInputError(str(exc), field=field) from None
     return loaded
 
 
 def _has_weights(directory: str) -> bool:
+    """Whether a checkpoint directory holds weights of any kind (read or not: a shard index
+    without its shards, or .bin files, must say so rather than fall back to seeded weights)."""
     path = Path(directory)
-    return path.is_dir() and any(path.glob("*.safetensors"))
+    return path.is_dir() and any(p.suffix in (".safetensors", ".bin", ".pt", ".pth")
+                                 or p.name.endswith(".index.json") for p in path.iterdir())
 
 
 def check_fingerprint(plan: Plan, workload: Workload, *, input_shape: tuple[int, ...] | None = None,
@@ -324,9 +333,9 @@ def check_input_ids(path: str, batch: int, vocab: int) -> tuple[int, ...]:
         raise InvalidInputError(f"{path!r}: not a torch.save'd tensor ({type(exc).__name__})",
                                 field="input_ids") from None
     if not isinstance(ids, torch.Tensor) or ids.dtype != torch.int64 or ids.dim() != 2 \
-            or not ids.numel():
-        what = f"{ids.dtype} tensor of shape {tuple(ids.shape)}" if isinstance(ids, torch.Tensor) \
-            else type(ids).__name__
+            or not ids.numel() or ids.layout != torch.strided:
+        what = f"{ids.dtype} {str(ids.layout).removeprefix('torch.')} tensor of shape " \
+            f"{tuple(ids.shape)}" if isinstance(ids, torch.Tensor) else type(ids).__name__
         raise InvalidInputError(f"{path!r}: expected an int64 tensor (batch, seq), got {what}",
                                 field="input_ids")
     low, high = int(ids.min()), int(ids.max())
@@ -339,36 +348,55 @@ def check_input_ids(path: str, batch: int, vocab: int) -> tuple[int, ...]:
     return tuple(ids.shape)
 
 
-def _check_positions(spec: Any, seq: int, generate: int) -> None:
+def _check_positions(spec: Any, seq: int, generate: int, field: str | None) -> None:
     positions = getattr(spec, "positions", 0)
     if positions and seq + generate > positions:
         raise InvalidInputError(f"{seq} prompt tokens + {generate} new ones exceed the "
-                                f"{positions} learned positions of the model", field="generate")
+                                f"{positions} learned positions of the model", field=field)
+
+
+def _check_layers(plan: Plan, spec: Any, numerics: Numerics | None) -> None:
+    """Every stage's layers build (on the meta device: nothing is allocated), so a layer the
+    runner cannot split that way fails here, not inside a rank."""
+    from models.numerics import Numerics
+    from models.torch_ref import _meta_layer
+
+    for st in plan.stages:
+        for name in st.layers:
+            try:
+                _meta_layer(spec, name, numerics or Numerics())
+            except SpecError as exc:
+                raise InvalidInputError(f"plan stages/{st.index}: {exc}") from None
 
 
 def prepare_run(plan: Plan, world_size: int, *, microbatches: int | None = None,
                 dtype: str | None = None, input_shape: tuple[int, ...] | None = None,
                 input_dtype: str | None = None, checkpoint: str | None = None,
                 input_ids: str | None = None, generate: int = 0) -> RunSetup:
-    """Every static check, in order: world size, workload, dtype, fingerprint (and the
-    checkpoint's), the model kind, micro-batches, input ids, generation."""
+    """Every static check, in order: world size, workload, dtype, fingerprint (the checkpoint's
+    when one is given, else the plan's source's), the model kind, the layers, micro-batches,
+    input ids, generation."""
     check_world_size(plan, world_size)
     workload = plan_workload(plan)
-    if workload.phase != "prefill" and not generate:
+    if workload.phase != "prefill" and generate < 2:
         raise InvalidInputError(f"plan workload.phase: {workload.phase!r}: a decode plan runs "
-                                "its decode steps with --generate N", field="generate")
+                                f"its decode steps with --generate N, N >= 2 (got {generate}: "
+                                "the first token comes from the prefill)", field="generate")
     run_dtype = runtime_dtype(workload, dtype)
-    loaded = check_fingerprint(plan, workload, input_shape=input_shape, input_dtype=input_dtype)
     source = plan.model.source or ""
-    if checkpoint is None and loaded.kind == "hf-checkpoint" and _has_weights(source):
-        checkpoint = source
+    given = checkpoint is not None
+    if given:
+        # the checkpoint stands for the model: the plan's own source may be elsewhere or gone
+        loaded = check_checkpoint(plan, workload, str(checkpoint), given=True)
+    else:
+        loaded = check_fingerprint(plan, workload, input_shape=input_shape,
+                                   input_dtype=input_dtype)
+        if loaded.kind == "hf-checkpoint" and _has_weights(source):
+            checkpoint = source
+            check_checkpoint(plan, workload, source, given=False)
     if checkpoint is not None:
-        if loaded.kind == "torch":
-            raise InvalidInputError("a torch module plan runs its factory's module; a checkpoint "
-                                    "is for a Hugging Face model's plan", field="checkpoint")
-        loaded_ck = check_checkpoint(plan, workload, checkpoint)
         checkpoint = str(Path(checkpoint).resolve())
-        numerics = _numerics(loaded_ck, checkpoint)
+        numerics = _numerics(loaded, checkpoint)
     else:
         numerics = _numerics(loaded, source)
     arch: Any = loaded.spec.arch if loaded.spec is not None else None
@@ -381,6 +409,8 @@ def prepare_run(plan: Plan, world_size: int, *, microbatches: int | None = None,
         raise InvalidInputError(f"plan model {plan.model.name!r} is quantized ({quant.label()}): "
                                 "a quantized model is planned, not run (the runner computes in "
                                 "fp32, bf16 or fp16)")
+    if loaded.kind != "torch":
+        _check_layers(plan, arch, numerics)
     if generate and (loaded.kind == "torch" or getattr(arch, "kind", None) != "decoder"
                      or not getattr(arch, "vocab", 0) or not getattr(arch, "lm_head", False)):
         raise InvalidInputError(f"plan model {plan.model.name!r}: generation needs a decoder "
@@ -399,7 +429,9 @@ def prepare_run(plan: Plan, world_size: int, *, microbatches: int | None = None,
         # a decode plan is costed at context seq_len: prompt + new tokens reach it
         shape = (workload.batch, max(1, workload.seq_len - generate))
     if loaded.kind != "torch":
-        _check_positions(arch, shape[1] + getattr(numerics, "position_offset", 0), generate)
+        field = "generate" if generate else "input_ids" if input_ids is not None else None
+        _check_positions(arch, shape[1] + getattr(numerics, "position_offset", 0), generate,
+                         field)
     return RunSetup(plan, loaded, workload, run_dtype, microbatches, shape, in_dtype,
                     numerics=numerics, checkpoint=checkpoint, input_ids=input_ids,
                     generate=generate)

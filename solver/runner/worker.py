@@ -231,6 +231,9 @@ def _report(options: RunOptions, setup: RunSetup, gathered: list[Any], backend: 
     if decode_plan:
         notes.append("a decode plan: the stage times and steps are the generation's decode "
                      "steps (one token per sequence)")
+    elif setup.loaded.kind != "torch" and setup.input_shape[1] != setup.workload.seq_len:
+        notes.append(f"the input has {setup.input_shape[1]} tokens per sequence; the plan's "
+                     f"stage times are for {setup.workload.seq_len}")
     pin = [g[2] for g in gathered if g[2] is not None]
     verify = None
     reference = None
