@@ -25,21 +25,22 @@ AUTO = "auto"
 
 _TP, _RES = Extension.TENSOR_PARALLEL, Extension.RESIDENCY
 _CLUSTER, _FREE = Extension.CLUSTER, Extension.FREE_PLACEMENT
+_CUTS = Extension.CUTS
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("ilp", solve_ilp, True,
                "segment ILP minimising the slowest stage (CP-SAT, or HiGHS/CBC through PuLP)",
-               frozenset({_TP, _RES, _CLUSTER, _FREE})),
+               frozenset({_TP, _RES, _CLUSTER, _FREE, _CUTS})),
         Method("dp", solve_dp, True, "exact dynamic program, O(n^2 K)",
-               frozenset({_TP, _CLUSTER, _FREE})),
+               frozenset({_TP, _CLUSTER, _FREE, _CUTS})),
         Method("parametric", solve_parametric, True,
                "exact parametric search over the bottleneck, O(n log n) per probe",
-               frozenset({_CLUSTER, _FREE})),
+               frozenset({_CLUSTER, _FREE, _CUTS})),
         Method("greedy", solve_greedy, False,
                "the paper's greedy aggregation: fill a device until the next layer won't fit",
-               frozenset({_CLUSTER})),
+               frozenset({_CLUSTER, _CUTS})),
         Method("uniform", solve_uniform, False, "equal layer counts per device",
                frozenset({_CLUSTER})),
         Method("params", solve_params, False, "stages balanced by weight bytes",

@@ -58,6 +58,8 @@ class Extension(str, Enum):
     """Devices of several kinds in nodes, the stages on the ranks in order."""
     FREE_PLACEMENT = "free_placement"
     """A cluster whose devices the solver chooses, and their order."""
+    CUTS = "cuts"
+    """Stages may begin only at some boundaries (an engine's layout keeps layers together)."""
 
     def __str__(self) -> str:
         return self.value
@@ -84,6 +86,8 @@ class TensorParallel:
     """Per layer: bytes all-reduced per forward when the layer is split (0: none)."""
     link: Link
     """The intra-node link the all-reduces use."""
+    uniform: bool = False
+    """Every stage uses the same degree (engines take one TP size for the whole pipeline)."""
 
     def __post_init__(self) -> None:
         per_node = check_whole(self.devices_per_node, "devices_per_node", 1)
@@ -91,9 +95,6 @@ class TensorParallel:
             raise InvalidInputError(f"must be whole numbers >= 1, got {self.degrees!r}",
                                     field="tp_degrees")
         degrees = [check_whole(t, "tp_degrees", 1) for t in self.degrees]
-        if 1 not in degrees:
-            raise InvalidInputError(f"must include 1 (a stage on one device), got "
-                                    f"{list(self.degrees)}", field="tp_degrees")
         big = [t for t in degrees if t > per_node]
         if big:
             raise InvalidInputError(f"degree {big[0]} exceeds the {per_node} devices of a node",
@@ -186,6 +187,8 @@ def stage_time_matrix(problem: Problem, t: int = 1) -> np.ndarray:
     e_idx = np.arange(n + 1)[None, :]
     valid = e_idx > s_idx
     pre = problem.prefix_latency
+    if problem.allowed_cuts is not None:  # a stage begins and ends only where allowed
+        valid = valid & problem.allowed_cuts[None, :] & problem.allowed_cuts[:n, None]
     if t == 1:
         times = (pre[None, :] - pre[:n, None]) + problem.transfer_s[:, None]
         fits = e_idx <= problem.capacity_reach[:, None]

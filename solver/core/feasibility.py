@@ -12,6 +12,7 @@ the canonical partition are the canonical problem's.
 from __future__ import annotations
 
 import heapq
+import itertools
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def reach_under(problem: Problem, z: float | None) -> np.ndarray:
     cap = problem.capacity_reach
     if z is None:
         return cap
-    return np.minimum(cap, problem.time_reach(z))
+    return problem.snap(np.minimum(cap, problem.time_reach(z)))
 
 
 def fewest_stages(reach: np.ndarray) -> int | None:
@@ -138,8 +139,14 @@ def diagnose(problem: Problem) -> str | None:
 
 def _diagnose(problem: Problem, what: str) -> str | None:
     reach = problem.capacity_reach
-    too_big = np.flatnonzero(reach <= np.arange(problem.n))
     cap = problem.capacity_bytes
+    if problem.allowed_cuts is not None:
+        reason = _diagnose_groups(problem, reach, what)
+        if reason is not None:
+            return reason
+    too_big = np.flatnonzero(reach <= np.arange(problem.n))
+    if problem.allowed_cuts is not None:
+        too_big = np.array([], dtype=np.int64)  # the groups were checked above
     if too_big.size:
         i = int(too_big[0])
         need = problem.stage_memory(i, i + 1)
@@ -152,6 +159,22 @@ def _diagnose(problem: Problem, what: str) -> str | None:
     if needed > problem.max_stages:
         return (f"the layers need at least {needed} devices at capacity {cap} bytes "
                 f"({format_bytes(cap)}), but only {problem.max_stages} were given")
+    return None
+
+
+def _diagnose_groups(problem: Problem, reach: np.ndarray, what: str) -> str | None:
+    """With allowed cuts the smallest stages are the groups between allowed boundaries: the
+    first group that fits no device, or None."""
+    cuts = problem.allowed_cuts if problem.allowed_cuts is not None else np.ones(problem.n + 1)
+    bounds = np.flatnonzero(cuts).tolist()
+    cap = problem.capacity_bytes
+    for s, e in itertools.pairwise(bounds):
+        if reach[s] < e:
+            need = problem.stage_memory(s, e)
+            names = problem.names[s] if e - s == 1 else \
+                f"{problem.names[s]} .. {problem.names[e - 1]} (kept together)"
+            return (f"layer {names!r} cannot fit on one device: {what} need {need} bytes "
+                    f"({format_bytes(need)}) > capacity {cap} bytes ({format_bytes(cap)})")
     return None
 
 

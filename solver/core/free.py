@@ -117,7 +117,7 @@ class _Search:
         if found is None:
             found = view.capacity_reach
             if self.z is not None:
-                found = np.minimum(found, view.time_reach(self.z, strict=self.strict))
+                found = view.snap(np.minimum(found, view.time_reach(self.z, strict=self.strict)))
             self.reaches[id(view)] = found
         return found
 

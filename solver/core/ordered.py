@@ -33,7 +33,7 @@ def _reach(view: Problem, z: float | None, strict: bool) -> np.ndarray:
     cap = view.capacity_reach
     if z is None:
         return cap
-    return np.minimum(cap, view.time_reach(z, strict=strict))
+    return view.snap(np.minimum(cap, view.time_reach(z, strict=strict)))
 
 
 def ordered_reach(problem: Problem, z: float | None, *, strict: bool = False,

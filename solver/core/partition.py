@@ -181,6 +181,12 @@ def check_partition(problem: Problem, bounds: Sequence[int], *,
         raise SolverError(f"partition {b} does not cover layers 0..{problem.n}")
     if any(x >= y for x, y in itertools.pairwise(b)):
         raise SolverError(f"partition {b} has an empty or out-of-order stage")
+    cuts = problem.allowed_cuts
+    if cuts is not None:
+        bad = [x for x in b if not cuts[x]]
+        if bad:
+            raise SolverError(f"partition {b} cuts before layer {problem.names[bad[0]]!r}, which "
+                              "the problem keeps with the layer before it")
     tp, res = problem.tensor_parallel, problem.residency
     if tp_degrees is not None:
         if tp is None and any(t != 1 for t in tp_degrees):
@@ -191,6 +197,9 @@ def check_partition(problem: Problem, bounds: Sequence[int], *,
         if tp is not None and any(t not in tp.degrees for t in tp_degrees):
             raise SolverError(f"partition uses TP degrees {list(tp_degrees)}, allowed "
                               f"{list(tp.degrees)}")
+        if tp is not None and tp.uniform and len(set(tp_degrees)) > 1:
+            raise SolverError(f"partition uses TP degrees {list(tp_degrees)}, but the problem "
+                              "asks one degree for every stage")
     if resident is not None:
         if res is None:
             raise SolverError("partition chooses resident layers but the problem has no "

@@ -102,6 +102,10 @@ class Problem:
     fleet: Fleet | None = None
     """Extension: the cluster the stages are placed on (its kinds' capacities and times replace
     ``capacity_bytes`` and ``latency_s``, its links ``link``, for each stage)."""
+    allowed_cuts: np.ndarray | None = None
+    """Extension: per boundary position 0..n, whether a stage may begin (and the one before it
+    end) there; 0 and n always may. An engine's layout keeps the embedding with the first
+    block, say. None: every boundary."""
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -149,7 +153,24 @@ class Problem:
         if not float(self.transfer_s.max()) < MAX_SECONDS:
             raise InvalidInputError(f"a transfer takes {float(self.transfer_s.max()):.3g} s, beyond "
                                     f"the {MAX_SECONDS:.0e} s this tool counts", field="link")
+        self._check_cuts()
         self._check_extensions()
+
+    def _check_cuts(self) -> None:
+        cuts = self.allowed_cuts
+        if cuts is None:
+            return
+        try:
+            mask = np.array(cuts, dtype=bool)
+        except (TypeError, ValueError):
+            raise InvalidInputError("expected one true/false per boundary 0..n",
+                                    field="allowed_cuts") from None
+        if mask.shape != (self.n + 1,):
+            raise InvalidInputError(f"has {mask.size} entries, expected {self.n + 1} (boundaries "
+                                    "0..n)", field="allowed_cuts")
+        if not (mask[0] and mask[-1]):
+            raise InvalidInputError("boundaries 0 and n must be allowed", field="allowed_cuts")
+        object.__setattr__(self, "allowed_cuts", _frozen(mask))
 
     def _check_extensions(self) -> None:
         tp, res = self.tensor_parallel, self.residency
@@ -171,6 +192,9 @@ class Problem:
                                         f"{self.memory_model.value}", field="residency")
         if tp is not None and res is not None:
             raise InvalidInputError("tensor parallelism and partial residency cannot be combined "
+                                    "yet", field="residency")
+        if res is not None and self.allowed_cuts is not None and not self.allowed_cuts.all():
+            raise InvalidInputError("an engine's layout and partial residency cannot be combined "
                                     "yet", field="residency")
         fleet = self.fleet
         if fleet is not None:
@@ -196,6 +220,8 @@ class Problem:
             on.add(Extension.CLUSTER)
             if self.fleet.placement == "free":
                 on.add(Extension.FREE_PLACEMENT)
+        if self.allowed_cuts is not None and not self.allowed_cuts.all():
+            on.add(Extension.CUTS)
         return frozenset(on)
 
     @property
@@ -208,7 +234,7 @@ class Problem:
 
     def canonical(self) -> Problem:
         """The same chain with every extension switched off."""
-        return self.replace(tensor_parallel=None, residency=None, fleet=None)
+        return self.replace(tensor_parallel=None, residency=None, fleet=None, allowed_cuts=None)
 
     # ----- sizes and derived arrays -------------------------------------------------------
     @property
@@ -272,7 +298,23 @@ class Problem:
     @cached_property
     def capacity_reach(self) -> np.ndarray:
         """For each start s, the largest end e such that [s, e) fits; e == s if layer s alone
-        does not fit. Nondecreasing in s, since dropping a layer never adds memory."""
+        does not fit. Nondecreasing in s, since dropping a layer never adds memory. With
+        allowed cuts: the largest allowed end, and e == s where a stage may not begin."""
+        return self.snap(self._fit_reach)
+
+    def snap(self, reach: np.ndarray) -> np.ndarray:
+        """``reach`` (per start, the largest end) moved down to an allowed boundary; a start that
+        is not one reaches nothing. Without allowed cuts, ``reach`` itself."""
+        if self.allowed_cuts is None:
+            return reach
+        starts = np.arange(self.n)
+        allowed = np.flatnonzero(self.allowed_cuts)
+        snapped = allowed[np.searchsorted(allowed, reach, side="right") - 1]
+        ok = self.allowed_cuts[:-1] & (snapped > starts)
+        return _frozen(np.where(ok, snapped, starts).astype(np.int64))
+
+    @cached_property
+    def _fit_reach(self) -> np.ndarray:
         n, cap = self.n, self.capacity_bytes
         if self.memory_model is MemoryModel.ADDITIVE:
             pre = self._prefix_additive

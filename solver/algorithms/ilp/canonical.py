@@ -133,7 +133,7 @@ def build_segment_model(problem: Problem, incumbent: tuple[int, ...] | None) -> 
     n, k = problem.n, problem.stage_limit
     upper = problem.objective(incumbent) if incumbent is not None else float("inf")
     cap = problem.capacity_reach
-    reach = cap if incumbent is None else np.minimum(cap, problem.time_reach(upper))
+    reach = cap if incumbent is None else problem.snap(np.minimum(cap, problem.time_reach(upper)))
     reach = np.maximum(reach, np.arange(n))
     f, g = _stage_counts(reach, k)
     count = reach - np.arange(n)
@@ -141,6 +141,8 @@ def build_segment_model(problem: Problem, incumbent: tuple[int, ...] | None) -> 
     first = np.repeat(np.cumsum(count) - count, count)
     ends = starts + 1 + (np.arange(len(starts), dtype=np.int64) - first)
     keep = f[starts] + 1 + g[ends] <= k
+    if problem.allowed_cuts is not None:  # stages end only where the layout allows
+        keep &= problem.allowed_cuts[ends]
     starts, ends = starts[keep], ends[keep]
     pre, x = problem.prefix_latency, problem.transfer_s
     times = (pre[ends] - pre[starts]) + x[starts]
@@ -180,7 +182,8 @@ def _incumbent(problem: Problem, options: SolveOptions) -> tuple[int, ...] | Non
 
 def _optimal_certificate(problem: Problem, objective: float) -> bool:
     """True iff no partition within K has every stage strictly faster than ``objective``."""
-    strict = np.minimum(problem.capacity_reach, problem.time_reach(objective, strict=True))
+    strict = problem.snap(np.minimum(problem.capacity_reach,
+                                     problem.time_reach(objective, strict=True)))
     needed = fewest_stages(strict)
     return needed is None or needed > problem.max_stages
 
