@@ -23,12 +23,13 @@ ALLOWED: dict[str, set[str]] = {
     "algorithms": {"core", "algorithms"},
     "hardware": {"core", "hardware"},
     "frontend": {"core", "hardware", "frontend"},
-    "plan": {"core", "hardware", "frontend", "plan"},
+    "engines": {"core", "hardware", "frontend", "engines"},
+    "plan": {"core", "hardware", "frontend", "engines", "plan"},
     "experiments": {"core", "algorithms", "hardware", "frontend", "plan", "experiments"},
-    "analysis": {"core", "algorithms", "hardware", "frontend", "plan", "analysis"},
+    "analysis": {"core", "algorithms", "hardware", "frontend", "engines", "plan", "analysis"},
     "runner": {"core", "hardware", "frontend", "plan", "runner"},
-    "cli": {"core", "algorithms", "hardware", "frontend", "plan", "analysis", "experiments",
-            "runner", "cli"},
+    "cli": {"core", "algorithms", "hardware", "frontend", "engines", "plan", "analysis",
+            "experiments", "runner", "cli"},
 }
 
 

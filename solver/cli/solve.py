@@ -16,6 +16,10 @@ from .tables import format_table
 
 __all__ = ["register", "stage_table"]
 
+# the engines' names, without importing their rules at start-up
+ENGINE_NAMES = ["vllm", "sglang", "trtllm", "megatron", "torchtitan", "deepspeed", "pipelining",
+                "accelerate"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("solve", help="solve one partition and write the plan JSON")
@@ -32,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="full: every weight in the capacity tier (default); partial: the ILP "
                         "chooses which weights stay on chip and streams the rest from HBM "
                         "(needs an on-chip --capacity tier)")
+    p.add_argument("--engine", choices=ENGINE_NAMES, default=None,
+                   help="plan only splits this engine can take: whole blocks, its embedding and "
+                        "head placement, one TP degree for every stage (from --tp), its memory "
+                        "reservation (see `cachepart export`)")
+    p.add_argument("--engine-memory-fraction", type=float, default=None, metavar="F",
+                   help="the share of each device the engine leaves the model (default: the "
+                        "engine's own, e.g. vLLM's gpu_memory_utilization 0.9)")
     p.add_argument("--solver", choices=list(ILP_BACKENDS), default=DEFAULT_BACKEND,
                    help=f"ILP backend (default {DEFAULT_BACKEND})")
     p.add_argument("--output", "-o", metavar="PLAN", help="write the plan JSON here")
@@ -130,6 +141,22 @@ def _with_extensions(args: argparse.Namespace, loaded: Any, problem: Any, tier: 
     return problem
 
 
+def _engine_shaped(args: argparse.Namespace, loaded: Any, problem: Any) -> tuple[Any, dict]:
+    """The problem under the engine's rules, and the plan's record of them."""
+    from ..engines import engine_problem, get_engine
+
+    engine = get_engine(args.engine)
+    if args.residency == "partial":
+        raise InvalidInputError(f"{engine.title} keeps every weight on its devices; "
+                                "--residency partial does not apply", field="engine")
+    shaped = engine_problem(problem, problem.names, engine,
+                            memory_fraction=args.engine_memory_fraction)
+    share = shaped.capacity_bytes / problem.capacity_bytes
+    record = {"name": engine.name, "memory_fraction": None if share == 1 else round(share, 6),
+              "device_capacity_bytes": problem.capacity_bytes}
+    return shaped, record
+
+
 def run(args: argparse.Namespace) -> int:
     from ..algorithms import solve
     from ..core.status import Status
@@ -145,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
              "ignores it")
     loaded, problem, tier = problem_from_args(args)
     problem = _with_extensions(args, loaded, problem, tier)
+    engine = None
+    if args.engine is not None:
+        problem, engine = _engine_shaped(args, loaded, problem)
+    elif args.engine_memory_fraction is not None:
+        warn("--engine-memory-fraction applies to --engine only; ignored")
     with Progress(sys.stderr, args.method, enabled=not args.quiet) as progress:
         options = options_from_args(args, backend=args.solver, progress=progress)
         part = solve(problem, args.method, options)
@@ -155,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = None if loaded.kind == "chain" else args.device
     plan = build_plan(loaded.graph, problem, part, time_limit_s=args.time_limit, device=device,
-                      tier=tier, source=absolute_source(args.model))
+                      tier=tier, source=absolute_source(args.model), engine=engine)
     if args.output:
         plan.save(args.output)
     if not args.quiet:

@@ -55,6 +55,7 @@ def build_plan(
     time_limit_s: float | None = None,
     workload: dict[str, Any] | None = None,
     source: str | None = None,
+    engine: dict[str, Any] | None = None,
 ) -> Plan:
     """Turn a feasible Partition into a Plan (stage tables, objective, predictions);
     InfeasibleError, with the diagnosis, for an infeasible one."""
@@ -106,6 +107,7 @@ def build_plan(
             "fill_latency_s": sum(times),
             "tokens_per_s": tokens / bottleneck if tokens and bottleneck > 0 else None,
         },
+        engine=engine,
     )
     return _with_simulation(plan)
 

@@ -32,8 +32,9 @@ __all__ = [
     "plan_schema",
 ]
 
-SCHEMA_VERSION = "1.1"
-"""1.1: stages may carry device_type and node, hardware may carry the cluster."""
+SCHEMA_VERSION = "1.2"
+"""1.1: stages may carry device_type and node, hardware may carry the cluster. 1.2: the
+engine the plan was shaped for."""
 
 
 @lru_cache(maxsize=1)
@@ -121,8 +122,17 @@ class Plan:
     objective: dict[str, Any]
     predicted: dict[str, Any]
     schema_version: str = SCHEMA_VERSION
+    engine: dict[str, Any] | None = None
+    """``solve --engine``: {name, memory_fraction, device_capacity_bytes}; the stages' capacity
+    (hardware.capacity_bytes) is the model's share of the device."""
 
     def to_dict(self) -> dict[str, Any]:
+        doc = self._doc()
+        if self.engine is not None:
+            doc["engine"] = dict(self.engine)
+        return doc
+
+    def _doc(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
             "model": vars(self.model).copy(),
@@ -176,6 +186,7 @@ class Plan:
                          for s in data["stages"]),
             objective=dict(data["objective"]),
             predicted=dict(data["predicted"]),
+            engine=None if data.get("engine") is None else dict(data["engine"]),
         )
         plan.check(source)
         return plan
