@@ -4,7 +4,15 @@ make, and their default splits. Exports of a plan to each engine's format live b
 
 from __future__ import annotations
 
-from .rules import ENGINES, Engine, default_split, get_engine, sglang_memory_fraction
+from .rules import (
+    ENGINES,
+    Engine,
+    default_split,
+    get_engine,
+    parameter_split,
+    sglang_memory_fraction,
+    split_bounds,
+)
 from .shape import block_positions, engine_cuts, engine_problem
 
 __all__ = [
@@ -15,5 +23,7 @@ __all__ = [
     "engine_cuts",
     "engine_problem",
     "get_engine",
+    "parameter_split",
     "sglang_memory_fraction",
+    "split_bounds",
 ]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from ..core.errors import InvalidInputError
 
-__all__ = ["ENGINES", "Engine", "default_split", "get_engine", "sglang_memory_fraction"]
+__all__ = ["ENGINES", "Engine", "default_split", "get_engine", "parameter_split",
+           "sglang_memory_fraction", "split_bounds"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,9 @@ def default_split(engine: str, blocks: int, stages: int) -> list[int]:
                                 field="max_stages")
     base, extra = divmod(blocks, stages)
     split = [base] * stages
+    if engine == "megatron" and extra:
+        raise InvalidInputError(f"Megatron splits {blocks} blocks evenly over {stages} stages "
+                                "only when they divide; give it a layout", field="max_stages")
     if engine == "vllm":
         for i in range(2, extra + 2):  # the ranks before the last, from the back
             split[-i] += 1
@@ -122,3 +126,48 @@ def default_split(engine: str, blocks: int, stages: int) -> list[int]:
         for i in range(1, extra + 1):
             split[-i] += 1
     return split
+
+
+def split_bounds(names: list[str], blocks_per_stage: list[int]) -> tuple[int, ...]:
+    """Chain boundaries of a split given as blocks per stage: the layers before the first block
+    go with the first stage, those after the last block with the last."""
+    from .shape import block_positions
+
+    blocks = block_positions(names)
+    if sum(blocks_per_stage) != len(blocks) or min(blocks_per_stage) < 1:
+        raise InvalidInputError(f"blocks per stage {blocks_per_stage} do not cover the "
+                                f"{len(blocks)} blocks, one or more each", field="split")
+    bounds = [0]
+    taken = 0
+    for count in blocks_per_stage[:-1]:
+        taken += count
+        bounds.append(blocks[taken])
+    bounds.append(len(names))
+    return tuple(bounds)
+
+
+def parameter_split(weights: list[int], stages: int) -> tuple[int, ...]:
+    """DeepSpeed's partition_method='parameters': contiguous parts of the layers with the
+    largest part's parameter bytes as small as it can be (an exact min-max over the weights,
+    ties to the earliest cuts). Boundaries over the layers."""
+    n = len(weights)
+    if not 1 <= stages <= n:
+        raise InvalidInputError(f"{stages} parts of {n} layers", field="max_stages")
+    prefix = [0]
+    for w in weights:
+        prefix.append(prefix[-1] + w)
+    # best[k][e]: the smallest largest part covering layers [0, e) in k parts
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(stages + 1)]
+    cut = [[0] * (n + 1) for _ in range(stages + 1)]
+    best[0][0] = 0
+    for k in range(1, stages + 1):
+        for e in range(k, n + 1):
+            for s in range(k - 1, e):
+                value = max(best[k - 1][s], prefix[e] - prefix[s])
+                if value < best[k][e]:
+                    best[k][e], cut[k][e] = value, s
+    bounds = [n]
+    for k in range(stages, 0, -1):
+        bounds.append(cut[k][bounds[-1]])
+    return tuple(reversed(bounds))

@@ -29,15 +29,14 @@ def engine_cuts(names: Sequence[str], engine: Engine) -> np.ndarray:
     """Per boundary 0..n, whether the engine can start a stage there: between blocks only
     (whole blocks), and not between the embedding and the first block or the last block and
     the head where the engine keeps them together."""
+    parts = [n for n in names if n.startswith("block") and "." in n]
+    if parts:
+        raise InvalidInputError(f"{engine.title} places whole blocks, not their parts (layer "
+                                f"{parts[0]!r}): plan at --granularity block", field="engine")
     blocks = block_positions(names)
     if not blocks:
         raise InvalidInputError(f"{engine.title} places whole transformer blocks; this model's "
-                                f"layers ({', '.join(names[:4])}...) have none: plan it at "
-                                "block granularity", field="engine")
-    dotted = [n for n in names if "." in n and not _BLOCK.search(n)]
-    if any(name.startswith("block") for name in dotted):
-        raise InvalidInputError(f"{engine.title} places whole blocks, not their parts (layer "
-                                f"{dotted[0]!r}): plan at --granularity block", field="engine")
+                                f"layers ({', '.join(names[:4])}...) have none", field="engine")
     n = len(names)
     mask = np.zeros(n + 1, dtype=bool)
     mask[0] = mask[n] = True
