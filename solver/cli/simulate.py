@@ -11,9 +11,9 @@ from .exit_codes import ExitCode
 from .tables import format_table
 
 if TYPE_CHECKING:
-    from ..plan.simulate import SimResult
+    from ..plan.simulate import KvServing, SimResult
 
-__all__ = ["register", "report", "run"]
+__all__ = ["kv_report", "register", "report", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--decode-steps", type=int, default=1, metavar="N",
                    help="consecutive decode steps; step k+1 of a micro-batch waits for its step k "
                         "to leave the last stage (default 1; decode plans only)")
+    p.add_argument("--context", type=int, default=None, metavar="L",
+                   help="context length: the sequences of L tokens the plan's KV capacity holds "
+                        "(floor(kv_capacity_tokens / L)) and the decode tokens/s they give, "
+                        "each decoding one token per pass at the plan's stage times")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=run)
     return p
@@ -67,10 +71,32 @@ def report(result: SimResult, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def kv_report(serving: KvServing) -> str:
+    """The serving lines: capacity, sequences at the context length, decode throughput."""
+    lines = [
+        f"KV capacity        {serving.kv_capacity_tokens:,} tokens  (the tightest stage's free "
+        "memory / its KV bytes per token)",
+        f"sequences at {serving.context:<6,} {serving.sequences:,}  (floor(capacity / context))",
+        f"decode tokens/s    {serving.tokens_per_s:,.1f}  ({serving.sequences:,} sequences x 1 "
+        f"token per pass of {_seconds(serving.pass_s)})",
+        f"assumed: {serving.assumption}",
+    ]
+    if serving.planned_cache is not None:
+        lines.append(f"note: {serving.planned_cache}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..plan import load_plan, simulate_plan
+    from ..plan.simulate import kv_serving
 
     plan = load_plan(args.plan)
+    try:
+        serving = None if args.context is None else kv_serving(plan, args.context)
+    except InvalidInputError as exc:
+        if exc.field == "context":
+            raise
+        raise InvalidInputError(f"{args.plan}: {exc}") from None
     try:
         result = simulate_plan(plan, microbatches=args.microbatches,
                                decode_steps=args.decode_steps)
@@ -79,10 +105,15 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise InvalidInputError(f"{args.plan}: {exc}") from None
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        doc = result.to_dict()
+        if serving is not None:
+            doc["kv_serving"] = serving.to_dict()
+        print(json.dumps(doc, indent=2))
     else:
         cluster = plan.hardware.cluster
         where = f" on cluster {cluster['name']} ({cluster['placement']} placement)" \
             if cluster else ""
         print(report(result, f"{plan.model.name} ({plan.method}{where}): "))
+        if serving is not None:
+            print(kv_report(serving))
     return ExitCode.OK

@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--engine-memory-fraction", type=float, default=None, metavar="F",
                    help="the share of each device the engine leaves the model (default: the "
                         "engine's own, e.g. vLLM's gpu_memory_utilization 0.9)")
+    p.add_argument("--objective", choices=["latency", "kv-capacity"], default="latency",
+                   help="latency: the smallest bottleneck (default); kv-capacity: the most KV-cache "
+                        "tokens on the tightest stage (free memory / its KV bytes per token), "
+                        "then the smallest bottleneck among those plans (exact methods only; "
+                        "not with --tp)")
     p.add_argument("--solver", choices=list(ILP_BACKENDS), default=DEFAULT_BACKEND,
                    help=f"ILP backend (default {DEFAULT_BACKEND})")
     p.add_argument("--output", "-o", metavar="PLAN", help="write the plan JSON here")
@@ -98,6 +103,14 @@ def stage_table(plan: Any) -> str:
     if tps is not None:
         unit = plan.workload.get("throughput_unit", "tokens")
         lines.append(f"predicted {tps:,.0f} {unit}/s at steady state")
+    kv = plan.objective.get("kv_capacity_tokens")
+    if kv is not None:
+        tight = min((st for st in plan.stages if st.kv_capacity_tokens is not None),
+                    key=lambda st: st.kv_capacity_tokens)
+        goal = plan.objective.get("name", "latency")
+        lines.append(f"KV capacity {kv:,} tokens (stage {tight.index}: "
+                     f"{format_bytes(tight.headroom_bytes)} free / {tight.kv_bytes_per_token:,} "
+                     f"bytes a token); objective {goal}")
     return "\n".join(lines)
 
 
@@ -158,7 +171,7 @@ def _engine_shaped(args: argparse.Namespace, loaded: Any, problem: Any) -> tuple
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..algorithms import solve
+    from ..algorithms import solve, solve_kv
     from ..core.status import Status
     from ..plan import build_plan
 
@@ -179,7 +192,10 @@ def run(args: argparse.Namespace) -> int:
         warn("--engine-memory-fraction applies to --engine only; ignored")
     with Progress(sys.stderr, args.method, enabled=not args.quiet) as progress:
         options = options_from_args(args, backend=args.solver, progress=progress)
-        part = solve(problem, args.method, options)
+        if args.objective == "kv-capacity":
+            part = solve_kv(problem, args.method, options)
+        else:
+            part = solve(problem, args.method, options)
     if part.status is Status.INFEASIBLE:
         print(f"cachepart: infeasible: {part.diagnosis}", file=sys.stderr)
         return ExitCode.INFEASIBLE
@@ -187,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = None if loaded.kind == "chain" else args.device
     plan = build_plan(loaded.graph, problem, part, time_limit_s=args.time_limit, device=device,
-                      tier=tier, source=absolute_source(args.model), engine=engine)
+                      tier=tier, source=absolute_source(args.model), engine=engine,
+                      objective=args.objective)
     if args.output:
         plan.save(args.output)
     if not args.quiet:

@@ -20,6 +20,7 @@ from .extensions import (
 )
 from .feasibility import canonical_partition, diagnose, fewest_stages, lower_bound
 from .fleet import DeviceClass, Fleet
+from .kv import kv_tokens, smallest_kv_tokens, stage_kv_tokens
 from .link import Link
 from .partition import Partition, StageCost, check_partition, evaluate
 from .problem import MemoryModel, Problem
@@ -51,11 +52,14 @@ __all__ = [
     "evaluate",
     "fewest_stages",
     "format_bytes",
+    "kv_tokens",
     "lower_bound",
     "parse_bytes",
     "random_problem",
     "residency_stage_time",
     "resident_stage_memory",
+    "smallest_kv_tokens",
+    "stage_kv_tokens",
     "stage_time_matrix",
     "tp_stage_memory",
     "tp_stage_time",

@@ -15,6 +15,11 @@ Typed extensions (solver/core/extensions.py) add freedoms to the canonical probl
 tensor-parallel degrees (``tensor_parallel``) and tiered weight residency (``residency``).
 Left None, the problem is the canonical one; :attr:`Problem.extensions` says which are on, and a
 method's registry entry says which it solves.
+
+``kv_bytes_per_token`` is data, not a freedom: what one token of KV cache costs each layer. It
+is no part of a stage's memory; it measures what a stage's free memory holds
+(solver/core/kv.py), which the serving objective (solver/algorithms/kv.py)
+maximises.
 """
 
 from __future__ import annotations
@@ -106,6 +111,9 @@ class Problem:
     """Extension: per boundary position 0..n, whether a stage may begin (and the one before it
     end) there; 0 and n always may. An engine's layout keeps the embedding with the first
     block, say. None: every boundary."""
+    kv_bytes_per_token: np.ndarray | None = None
+    """Per layer: KV-cache bytes one token of context adds (0 for a layer without attention);
+    None: the model gives none. Not counted in stage memory: see solver/core/kv.py."""
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -140,6 +148,12 @@ class Problem:
             if len(cut) != n:
                 raise InvalidInputError(f"has {len(cut)} entries, expected {n}", field="cut_bytes")
         put(self, "cut_bytes", _frozen(cut))
+        if self.kv_bytes_per_token is not None:
+            kv = _as_array(self.kv_bytes_per_token, "kv_bytes_per_token", np.int64)
+            if len(kv) != n:
+                raise InvalidInputError(f"has {len(kv)} entries, expected {n} (one per layer)",
+                                        field="kv_bytes_per_token")
+            put(self, "kv_bytes_per_token", _frozen(kv))
         total = int(self.weight_bytes.sum() + self.activation_bytes.sum() + self.buffer_bytes.sum()
                     + self.input_bytes)
         if total >= MAX_BYTES or self.capacity_bytes >= MAX_BYTES:
@@ -287,6 +301,13 @@ class Problem:
         weights = self._prefix_weight[e] - self._prefix_weight[s]
         return int(weights + self.layer_peak_bytes[s:e].max())
 
+    def stage_kv_bytes(self, s: int, e: int) -> int:
+        """KV-cache bytes one token of context adds to the stage [s, e) (0 without the field)."""
+        self._check_range(s, e)
+        if self.kv_bytes_per_token is None:
+            return 0
+        return int(self.kv_bytes_per_token[s:e].sum())
+
     def stage_times(self, bounds: tuple[int, ...] | list[int]) -> list[float]:
         return [self.stage_time(s, e) for s, e in itertools.pairwise(bounds)]
 
@@ -397,6 +418,8 @@ class Problem:
                 "resident_latency_s": self.residency.resident_latency_s.tolist(),
                 "streamed_latency_s": self.residency.streamed_latency_s.tolist()},
             "fleet": None if self.fleet is None else self.fleet.to_dict(),
+            "kv_bytes_per_token": None if self.kv_bytes_per_token is None
+            else self.kv_bytes_per_token.tolist(),
         }
 
     @classmethod

@@ -60,6 +60,10 @@ def problem_from_graph(
     cut[1:] = np.cumsum(diff)[1:len(order)]
     latency = np.array([nodes[n]["latency_s"] for n in order], dtype=np.float64)
     link = graph.link
+    # A model that gives KV bytes for some layers holds none in the others; none at all: None.
+    kv = None
+    if any("kv_bytes_per_token" in nodes[n] for n in order):
+        kv = np.array([nodes[n].get("kv_bytes_per_token", 0) for n in order], dtype=np.float64)
     if fleet is not None:
         first = fleet.rank_kind[0]
         capacity_bytes, latency = fleet.capacity_bytes[first], fleet.latency_s[first]
@@ -81,6 +85,7 @@ def problem_from_graph(
         tensor_parallel=tensor_parallel,
         residency=residency,
         fleet=fleet,
+        kv_bytes_per_token=kv,
     )
 
 

@@ -173,6 +173,7 @@ def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
         row = {"name": fp.name, "kind": fp.kind, "params": fp.params,
                "weight_bytes": fp.weight_bytes, "activation_bytes": fp.activation_bytes,
                "buffer_bytes": fp.buffer_bytes, "kv_cache_bytes": fp.kv_cache_bytes,
+               "kv_bytes_per_token": fp.kv_bytes_per_token,
                "flops": fp.flops, "bytes_moved": fp.bytes_moved, "latency_s": hbm}
         if on_chip:
             row["latency_s"] = roofline_latency(fp, device, workload, speed_tier,

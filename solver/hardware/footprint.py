@@ -8,9 +8,12 @@ Counted for one micro-batch in flight (a pipeline stage holds one at a time):
 - buffer bytes: operator workspace: the MLP intermediate or the Q/K/V projections, and with
   eager attention the score matrix (micro-batch x heads x queries x keys); fused attention keeps
   its score tiles on chip and adds nothing;
-- KV cache (decode only): 2 x micro-batch x context x KV heads x head dim x activation size, per
-  attention layer. It is live for the whole decode, so it is added to the buffer bytes the
-  partitioner sees, and also reported on its own;
+- KV bytes per token (every phase): 2 (K and V) x KV heads x head dim x activation size, per
+  attention layer (0 elsewhere): what one more token of context costs a layer, which the
+  serving objective (solve --objective kv-capacity) counts;
+- KV cache (decode only): KV bytes per token x micro-batch x context, per attention layer. It
+  is live for the whole decode, so it is added to the buffer bytes the partitioner sees, and
+  also reported on its own;
 - FLOPs: 2 per multiply-add of the projections, plus attention scores (QK^T and AV: 4 x heads x
   head dim x queries x keys, halved for causal prefill);
 - bytes moved: weights read, input and output activations, the KV cache read when decoding
@@ -90,6 +93,9 @@ class LayerFootprint:
     kv_cache_bytes: int
     flops: float
     bytes_moved: int
+    kv_bytes_per_token: int = 0
+    """KV-cache bytes one token of context adds (attention layers; 0 elsewhere), in every
+    phase; when decoding, kv_cache_bytes = kv_bytes_per_token x micro-batch x context."""
 
 
 def _weight_bytes(layer: LayerDesc, params: int, wb: float) -> int:
@@ -122,18 +128,20 @@ def footprints(layers: list[LayerDesc], workload: Workload) -> list[LayerFootpri
         activation = math.ceil(layer.out_elems * units * ab)
         buffer = math.ceil(layer.buffer_elems * units * ab)
         flops = float(layer.flops) * units
-        kv = 0
+        kv, per_token = 0, 0
         attn = layer.attention
         if attn is not None:
+            # 2 x 0.5 bytes (int4) is still whole: the per-token figure is exact for every dtype
+            per_token = math.ceil(2 * attn.kv_heads * attn.head_dim * ab)
             if workload.attention == "eager":
                 buffer += math.ceil(m * attn.heads * queries * keys * ab)
             causal = 0.5 if attn.causal and not decode else 1.0
             flops += 4.0 * m * attn.heads * attn.head_dim * queries * keys * causal
             if decode:
-                kv = math.ceil(2 * m * keys * attn.kv_heads * attn.head_dim * ab)
+                kv = per_token * m * keys
         read = _weight_bytes(layer, min(layer.weight_params, layer.read_params * units), wb)
         moved = read + previous_out + activation + kv
         out.append(LayerFootprint(layer.name, layer.kind, layer.params, weight, activation,
-                                  buffer + kv, kv, flops, moved))
+                                  buffer + kv, kv, flops, moved, per_token))
         previous_out = activation
     return out

@@ -8,8 +8,9 @@ import hashlib
 import json
 from typing import Any
 
-from ..core.errors import InfeasibleError
+from ..core.errors import InfeasibleError, InvalidInputError
 from ..core.fleet import Fleet
+from ..core.kv import LATENCY, OBJECTIVES, smallest_kv_tokens, stage_kv_tokens
 from ..core.partition import Partition, evaluate
 from ..core.problem import Problem
 from ..core.status import Status
@@ -31,6 +32,7 @@ def fingerprint(graph: LayerGraph, name: str | None = None) -> str:
         doc["name"] = name
     for layer in doc["layers"]:
         layer.pop("latency_s", None)
+        layer.pop("kv_bytes_per_token", None)  # derived data: plans made before it still match
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -56,14 +58,22 @@ def build_plan(
     workload: dict[str, Any] | None = None,
     source: str | None = None,
     engine: dict[str, Any] | None = None,
+    objective: str = LATENCY,
 ) -> Plan:
     """Turn a feasible Partition into a Plan (stage tables, objective, predictions);
-    InfeasibleError, with the diagnosis, for an infeasible one."""
+    InfeasibleError, with the diagnosis, for an infeasible one. ``objective`` names what the
+    partition was solved for (latency, or kv-capacity: algorithms/kv.py); every plan records
+    its KV capacity, the tokens of KV cache its tightest stage's free memory holds."""
     if partition.status is Status.INFEASIBLE:
         raise InfeasibleError(partition.diagnosis or "no partition fits")
+    if objective not in OBJECTIVES:
+        raise InvalidInputError(f"expected {' or '.join(OBJECTIVES)}, got {objective!r}",
+                                field="objective")
     resident = partition.resident
     costs = evaluate(problem, partition.bounds, tp_degrees=partition.tp_degrees,
                      resident=resident, ranks=partition.ranks)
+    kv_tokens = stage_kv_tokens(problem, costs)
+    has_kv = problem.kv_bytes_per_token is not None
     fleet = problem.fleet
     stages = []
     for j, cost in enumerate(costs):
@@ -77,6 +87,8 @@ def build_plan(
             tuple(problem.names[i] for i in range(s, e) if resident[i]),
             device_type=None if fleet is None else fleet.kinds[fleet.rank_kind[rank]],
             node=None if fleet is None else fleet.rank_node[rank],
+            kv_bytes_per_token=problem.stage_kv_bytes(s, e) if has_kv else None,
+            kv_capacity_tokens=kv_tokens[j],
         ))
     times = [st.latency_s for st in stages]
     bottleneck = max(times)
@@ -100,6 +112,8 @@ def build_plan(
             "total_transfer_s": sum(st.transfer_in_s for st in stages),
             "num_stages": len(stages),
             "bottleneck_stage": times.index(bottleneck),
+            "name": objective,
+            "kv_capacity_tokens": smallest_kv_tokens(kv_tokens),
         },
         predicted={
             # Steady state of a full pipeline: one micro-batch leaves every bottleneck interval.

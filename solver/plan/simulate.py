@@ -29,6 +29,12 @@ of magnitude (see shared/reference/models.md):
   prefill: a prefill pass emits no stream of output tokens (its makespan is a time to first
   token), and dividing by seq_len would make a per-input-token number that no user waits for.
 - ``tpot_paper_s``: 1 / tokens_per_s, the paper's reading (its 0.078 ms is 1 / 12,800 tok/s).
+
+Serving at a context length L (``kv_serving``): the plan's KV capacity (the tokens of KV cache
+its tightest stage's free memory holds) holds floor(capacity / L) sequences of L tokens at once.
+Assumed: those N sequences decode together, each one token per pass through every stage, and a
+pass takes the plan's stage times as planned (their sum; not re-costed for N sequences, whose
+larger KV reads would lengthen a memory-bound step), so decode yields N / pass tokens/s.
 """
 
 from __future__ import annotations
@@ -43,9 +49,14 @@ from ..core.errors import InvalidInputError
 from ..core.link import check_whole
 from .types import Plan
 
-__all__ = ["SimResult", "Slot", "simulate", "simulate_plan"]
+__all__ = ["KV_ASSUMPTION", "KvServing", "SimResult", "Slot", "kv_serving", "simulate",
+           "simulate_plan"]
 
 Phase = Literal["prefill", "decode"]
+
+KV_ASSUMPTION = ("the sequences decode together, one token each per pass through every stage; a "
+                 "pass takes the sum of the plan's stage times, not re-costed for these sequences "
+                 "(their KV reads would lengthen a memory-bound step)")
 
 
 @dataclass(frozen=True)
@@ -252,3 +263,48 @@ def simulate_plan(plan: Plan, microbatches: int | None = None, decode_steps: int
     tokens = None if sequences is None or per_token is None else sequences * per_token * steps
     return simulate([st.latency_s for st in plan.stages], m, tokens_per_microbatch=per_mb,
                     phase=phase, decode_steps=steps, tokens=tokens)
+
+
+@dataclass(frozen=True)
+class KvServing:
+    """What a plan's KV capacity serves at one context length (module docstring)."""
+
+    context: int
+    """Tokens of context per sequence (L)."""
+    kv_capacity_tokens: int
+    """The plan's: the tokens of KV cache its tightest stage's free memory holds."""
+    sequences: int
+    """floor(kv_capacity_tokens / context): sequences of that length held at once."""
+    pass_s: float
+    """One decode pass through every stage: the sum of the plan's stage times."""
+    tokens_per_s: float
+    """sequences / pass_s: each sequence decodes one token per pass."""
+    assumption: str = KV_ASSUMPTION
+    planned_cache: str | None = None
+    """For a decode plan: the KV cache its stage memory already holds (its own micro-batch),
+    which these sequences come on top of."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def kv_serving(plan: Plan, context: int) -> KvServing:
+    """The sequences of ``context`` tokens the plan's KV capacity holds and the decode
+    throughput they give; InvalidInputError when the plan records no KV capacity."""
+    length = check_whole(context, "context")
+    capacity = plan.objective.get("kv_capacity_tokens")
+    if not isinstance(capacity, int) or isinstance(capacity, bool):
+        shown = "null" if capacity is None else repr(capacity)
+        raise InvalidInputError(f"objective/kv_capacity_tokens: {shown}: the plan records no KV "
+                                "capacity (no stage holds KV cache, or the plan predates the "
+                                "field)")
+    pass_s = sum(st.latency_s for st in plan.stages)
+    sequences = capacity // length
+    planned = None
+    workload = plan.workload
+    if workload.get("phase") == "decode":
+        micro = workload.get("micro_batch") or workload.get("batch")
+        planned = (f"the stage memory already holds the KV cache of the plan's own micro-batch "
+                   f"({micro} sequences at context {workload.get('seq_len')}); these come on top")
+    return KvServing(length, capacity, sequences, pass_s,
+                     sequences / pass_s if pass_s > 0 else 0.0, planned_cache=planned)

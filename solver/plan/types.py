@@ -32,9 +32,9 @@ __all__ = [
     "plan_schema",
 ]
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 """1.1: stages may carry device_type and node, hardware may carry the cluster. 1.2: the
-engine the plan was shaped for."""
+engine the plan was shaped for. 1.3: KV capacity per stage and per plan, the objective's name."""
 
 
 @lru_cache(maxsize=1)
@@ -109,6 +109,12 @@ class StagePlan:
     """On a cluster: the kind of the stage's devices."""
     node: int | None = None
     """On a cluster: the node of the stage's devices."""
+    kv_bytes_per_token: int | None = None
+    """KV-cache bytes one token of context adds to the stage (all its devices together); None
+    when the model gives no KV figures."""
+    kv_capacity_tokens: int | None = None
+    """Tokens of KV cache the stage's free memory (headroom, per device) holds, the KV split
+    over its tp_degree devices; None when it holds no KV."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +214,7 @@ class Plan:
                                     f"({len(set(layers))} distinct), model.num_layers is "
                                     f"{self.model.num_layers}")
         self._check_numbers(source)
+        self._check_kv(source)
         used = sum(stage.tp_degree for stage in self.stages)
         if used > self.hardware.devices:
             raise InvalidInputError(f"{source}: stages: {len(self.stages)} stages on {used} "
@@ -293,6 +300,26 @@ class Plan:
                 wl["micro_batch"] > wl["batch"]:
             raise InvalidInputError(f"{source}: workload/micro_batch: {wl['micro_batch']} exceeds "
                                     f"batch {wl['batch']}")
+
+    def _check_kv(self, source: str) -> None:
+        """KV capacities a hand edit can make disagree: each stage's from its headroom, the
+        plan's as the smallest stage's."""
+        held = []
+        for st in self.stages:
+            kv, tokens = st.kv_bytes_per_token, st.kv_capacity_tokens
+            expected = None if not kv else st.headroom_bytes * st.tp_degree // kv
+            if kv is not None and tokens != expected:
+                raise InvalidInputError(f"{source}: stages/{st.index}/kv_capacity_tokens: "
+                                        f"{tokens} is not floor(headroom_bytes x tp_degree / "
+                                        f"kv_bytes_per_token) = {expected}")
+            if tokens is not None:
+                held.append(tokens)
+        if "kv_capacity_tokens" not in self.objective:
+            return  # a plan written before the field
+        claimed = self.objective["kv_capacity_tokens"]
+        if claimed != (min(held) if held else None):
+            raise InvalidInputError(f"{source}: objective/kv_capacity_tokens: {claimed} is not the "
+                                    f"smallest stage's {min(held) if held else None}")
 
 
 def _close(a: float, b: float) -> bool:
