@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 __all__ = ["COMMANDS", "main"]
 
-COMMANDS: tuple[str, ...] = ("solve", "compare", "show", "inspect", "zoo", "simulate", "plot",
-                             "batch", "run", "profile", "devices", "paper")
+COMMANDS: tuple[str, ...] = ("solve", "compare", "show", "inspect", "zoo", "simulate", "export",
+                             "plot", "batch", "run", "profile", "devices", "paper")
 """Sub-command modules, in the order ``--help`` lists them."""
 
 

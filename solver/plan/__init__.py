@@ -1,9 +1,10 @@
-"""The plan: the deployment record every method's answer becomes, its JSON Schema I/O, and the
-GPipe simulator behind its predictions."""
+"""The plan: the deployment record every method's answer becomes, its JSON Schema I/O, the
+GPipe simulator behind its predictions, and its export to each engine's format."""
 
 from __future__ import annotations
 
 from .build import build_plan, fingerprint
+from .export import TARGETS, Export, export_plan, megatron_layout, parse_megatron_layout
 from .simulate import SimResult, Slot, simulate, simulate_plan
 from .types import (
     SCHEMA_VERSION,
@@ -18,6 +19,8 @@ from .types import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TARGETS",
+    "Export",
     "HardwareInfo",
     "ModelInfo",
     "Plan",
@@ -26,8 +29,11 @@ __all__ = [
     "SolverInfo",
     "StagePlan",
     "build_plan",
+    "export_plan",
     "fingerprint",
     "load_plan",
+    "megatron_layout",
+    "parse_megatron_layout",
     "plan_schema",
     "simulate",
     "simulate_plan",
