@@ -192,6 +192,65 @@ largest.rename("smallest possible largest layer (MiB)").to_frame()"""),
 ]
 
 
+NOTEBOOKS["04_engines"] = [
+    ("md", """\
+# 04 Engines: their own split against the best split they can be given
+
+vLLM, SGLang and TensorRT-LLM each split a model's decoder blocks over the pipeline ranks when
+told nothing (n // P each, the remainder to the ranks before the last, the last ranks or the
+first ranks), keep the embedding with the first rank's blocks and the head with the last's, and
+keep part of each device for themselves (vLLM 90%; SGLang 88% down to 79% by TP size). Here, for
+each model, device count and engine: the engine's default split, the engine-shaped latency
+optimum (`solve --engine E`) and the engine-shaped KV-capacity optimum (`solve --engine E
+--objective kv-capacity`), all evaluated by the same formulas on H100 SXM devices. The workload
+is decode: 64 sequences at a 4,096-token context, micro-batches of 8; `kv_capacity_tokens` is
+the KV cache the tightest stage's free memory holds beyond that (negative: the split does not
+fit)."""),
+    ("code", SETUP),
+    ("code", """\
+from solver import Workload
+from solver.analysis import engine_rows, engine_table
+
+models = ["llama3-8b", "mixtral-8x7b", "llama3-70b"]
+devices = [2, 4, 8]
+engines = ["vllm", "sglang", "trtllm"]
+workload = Workload(batch=64, seq_len=4096, phase="decode", micro_batch=8)
+rows = [row for model in models for p in devices for engine in engines
+        for row in engine_rows(model, engine, p, workload=workload)]
+table = engine_table(rows)
+table.to_csv(RESULTS / "engines.csv", index=False)
+table[["model", "engine", "devices", "plan", "blocks_per_stage", "fits", "tokens_per_s",
+       "kv_capacity_tokens", "speedup_vs_default", "kv_vs_default"]]"""),
+    ("md", """\
+What to look for. A default split that does not fit (`fits` False) leaves no engine-shaped plan
+when the optima are missing too: the engine needs more devices or tensor parallelism. Where the
+latency optimum differs from the default, it shortens the bottleneck by moving blocks off the
+first and last ranks (they also carry the embedding and the head), and the middle ranks' extra
+blocks cost KV tokens: with tens of GiB free on every rank, a stage's KV capacity is about its
+free memory over its block count, so the even split is already what the KV objective chooses.
+The summary below counts both, per model."""),
+    ("code", """\
+optima = table[table["plan"] != "default"]
+summary = optima.groupby(["model", "plan"]).agg(
+    cases=("devices", "size"),
+    better_than_default=("speedup_vs_default", lambda s: int((s > 1 + 1e-9).sum())),
+    best_speedup=("speedup_vs_default", "max"),
+    least_kv_ratio=("kv_vs_default", "min"))
+summary"""),
+    ("md", """\
+Handing a plan to the engine: `cachepart export` prints the engine's knob for the plan (here the
+environment variable and flags vLLM reads)."""),
+    ("code", """\
+from solver.cli import main
+
+plan_path = RESULTS / "llama3-8b_vllm_8.json"
+assert main(["solve", "llama3-8b", "--devices", "8", "--capacity", "hbm", "--engine", "vllm",
+             "--phase", "decode", "--batch", "64", "--micro-batch", "8", "--seq", "4096",
+             "-q", "-o", str(plan_path)]) == 0
+assert main(["export", str(plan_path), "--to", "vllm"]) == 0"""),
+]
+
+
 def build(execute: bool = False) -> list[Path]:
     paths = []
     for name, cells in NOTEBOOKS.items():

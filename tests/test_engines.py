@@ -172,3 +172,31 @@ def test_solve_with_an_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["solve", "llama3-8b", "--cluster", "paper", "-c", "hbm", "--seq", "512",
                  "--engine", "vllm", "-q"]) == 2
     assert "one kind of device" in capsys.readouterr().err
+
+
+def test_engine_rows_compare_the_default_split_with_the_shaped_optima() -> None:
+    """Whatever the default split does, the shaped optima are no worse on their own objective
+    (both are checked against the engine's share of the device), and the default row is the
+    engine's own split evaluated."""
+    from solver import Workload
+    from solver.analysis import engine_rows, engine_table
+
+    workload = Workload(batch=64, seq_len=4096, phase="decode", micro_batch=8)
+    rows = engine_rows("llama3-8b", "vllm", 8, workload=workload)
+    by = {r.plan: r for r in rows}
+    assert by["default"].blocks_per_stage == ",".join(map(str, default_split("vllm", 32, 8)))
+    assert by["latency"].bottleneck_s <= by["default"].bottleneck_s
+    assert by["kv-capacity"].kv_capacity_tokens >= by["default"].kv_capacity_tokens
+    assert by["kv-capacity"].kv_capacity_tokens >= by["latency"].kv_capacity_tokens
+    assert all(r.fits for r in rows)
+    assert sum(map(int, by["latency"].blocks_per_stage.split(","))) == 32
+    table = engine_table(rows)
+    assert table.loc[table["plan"] == "default", "speedup_vs_default"].item() == 1.0
+    latency = table[table["plan"] == "latency"].iloc[0]
+    assert latency["speedup_vs_default"] == pytest.approx(
+        by["default"].bottleneck_s / by["latency"].bottleneck_s)
+    # Llama-3-70B in bf16 does not fit two H100s at vLLM's 90%: the default is marked, and no
+    # shaped plan exists
+    big = engine_rows("llama3-70b", "vllm", 2, workload=workload)
+    assert [r.plan for r in big] == ["default"] and not big[0].fits
+    assert big[0].kv_capacity_tokens is not None and big[0].kv_capacity_tokens < 0

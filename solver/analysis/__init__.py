@@ -5,18 +5,23 @@ from __future__ import annotations
 
 from .batch import RESULT_COLUMNS, Sweep, SweepTask, load_sweep, run_sweep
 from .compare import COMPARE_COLUMNS, compare, compare_table
+from .engines import ENGINE_COLUMNS, EngineRow, engine_rows, engine_table
 from .frontier import FrontierPoint, devices_needed, frontier_table
 from .plots import plot_devices_needed, plot_plan, plot_solve_times
 
 __all__ = [
     "COMPARE_COLUMNS",
+    "ENGINE_COLUMNS",
     "RESULT_COLUMNS",
+    "EngineRow",
     "FrontierPoint",
     "Sweep",
     "SweepTask",
     "compare",
     "compare_table",
     "devices_needed",
+    "engine_rows",
+    "engine_table",
     "frontier_table",
     "load_sweep",
     "plot_devices_needed",

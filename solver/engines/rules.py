@@ -7,8 +7,8 @@ with the last rank's: a stage of the embedding alone, or of the head alone, has 
 written. Megatron's layout (``E`` and ``L`` are stage contents of their own), torchtitan's
 module lists, torch pipelining's split points, accelerate's device map and DeepSpeed's part
 boundaries can all hold those alone. Serving engines keep part of each device for themselves:
-the model's share is ``memory_fraction`` of the capacity. Sources: ../shared/reference/engines.md
-and the files named per engine.
+the model's share is ``memory_fraction`` of the capacity. Sources: the files named per
+engine.
 """
 
 from __future__ import annotations

@@ -1,0 +1,104 @@
+"""An engine's own split against the best split it can be given.
+
+For one model on P devices of one kind and one engine: the split the engine makes when told
+nothing (solver/engines/rules.py ``default_split``), the engine-shaped latency optimum and the
+engine-shaped KV-capacity optimum, each evaluated by the same formulas (memory per stage within
+the engine's share of the device, bottleneck, steady-state tokens/s, KV tokens on the tightest
+stage). The default split may not fit: it is evaluated anyway and marked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..algorithms import SolveOptions, solve, solve_kv
+from ..core.errors import InvalidInputError
+from ..core.kv import smallest_kv_tokens, stage_kv_tokens
+from ..core.partition import evaluate
+from ..core.problem import Problem
+from ..core.status import Status
+from ..engines import block_positions, default_split, engine_problem, get_engine, split_bounds
+from ..frontend import load_model, problem_from_graph
+from ..hardware import Workload, capacity_for, get_device
+
+__all__ = ["ENGINE_COLUMNS", "EngineRow", "engine_rows", "engine_table"]
+
+ENGINE_COLUMNS = ["model", "engine", "devices", "plan", "blocks_per_stage", "fits",
+                  "max_stage_memory_bytes", "bottleneck_s", "tokens_per_s", "kv_capacity_tokens",
+                  "speedup_vs_default", "kv_vs_default"]
+
+
+@dataclass(frozen=True)
+class EngineRow:
+    model: str
+    engine: str
+    devices: int
+    plan: str
+    """default (the engine's own split), latency or kv-capacity (the engine-shaped optima)."""
+    blocks_per_stage: str
+    """What the engine takes: decoder blocks per stage, comma-separated (vLLM's format)."""
+    fits: bool
+    max_stage_memory_bytes: int
+    bottleneck_s: float
+    tokens_per_s: float
+    kv_capacity_tokens: int | None
+    """Tokens of KV cache the tightest stage's free memory holds; negative when it does not
+    fit at all."""
+
+
+def _row(problem: Problem, bounds: tuple[int, ...], names: list[str], label: str,
+         model: str, engine: str, tokens_per_pass: int) -> EngineRow:
+    costs = evaluate(problem, bounds)
+    blocks = block_positions(names)
+    per_stage = [sum(1 for b in blocks if c.start <= b < c.end) for c in costs]
+    bottleneck = max(c.time_s for c in costs)
+    return EngineRow(model, engine, len(costs), label, ",".join(map(str, per_stage)),
+                     all(c.memory_bytes <= c.capacity_bytes for c in costs),
+                     max(c.memory_bytes for c in costs), bottleneck,
+                     tokens_per_pass / bottleneck, smallest_kv_tokens(stage_kv_tokens(problem,
+                                                                                       costs)))
+
+
+def engine_rows(model: str, engine: str, devices: int, *, device: str = "h100-sxm",
+                capacity: str = "hbm", workload: Workload | None = None,
+                options: SolveOptions | None = None) -> list[EngineRow]:
+    """The engine's default split and its two shaped optima (module docstring); a shaped
+    optimum that does not exist (nothing fits, or no token of KV does) is left out."""
+    workload = workload or Workload()
+    spec = get_device(device)
+    loaded = load_model(model, workload, device=device)
+    capacity_bytes, _ = capacity_for(capacity, spec)
+    base = problem_from_graph(loaded.graph, capacity_bytes, devices)
+    names = list(base.names)
+    rules = get_engine(engine)
+    shaped = engine_problem(base, names, rules)
+    micro = workload.micro_batch or workload.batch
+    per_pass = micro * (1 if workload.phase == "decode" else workload.seq_len)
+    blocks = len(block_positions(names))
+    if blocks < devices:
+        raise InvalidInputError(f"{model} has {blocks} blocks for {devices} devices",
+                                field="devices")
+    rows = [_row(shaped, split_bounds(names, default_split(engine, blocks, devices)), names,
+                 "default", model, engine, per_pass)]
+    for label, method in (("latency", solve), ("kv-capacity", solve_kv)):
+        part = method(shaped, "auto", options)
+        if part.status is not Status.INFEASIBLE:
+            rows.append(_row(shaped, part.bounds, names, label, model, engine, per_pass))
+    return rows
+
+
+def engine_table(rows: list[EngineRow]) -> pd.DataFrame:
+    """Rows as a table, each optimum's speed-up and KV gain over its engine's default split."""
+    frame = pd.DataFrame([vars(r) for r in rows])
+    keys = ["model", "engine", "devices"]
+    default = frame.loc[frame["plan"] == "default", [*keys, "bottleneck_s", "kv_capacity_tokens"]]
+    default = default.rename(columns={"bottleneck_s": "default_s",
+                                      "kv_capacity_tokens": "default_kv"})
+    joined = frame.merge(default, on=keys, how="left")
+    frame["speedup_vs_default"] = (joined["default_s"] / joined["bottleneck_s"]).to_numpy()
+    # a ratio to a default that holds no token (or does not fit) means nothing: NaN
+    held = joined["default_kv"].astype(float).where(joined["default_kv"].astype(float) > 0)
+    frame["kv_vs_default"] = (joined["kv_capacity_tokens"].astype(float) / held).to_numpy()
+    return frame[ENGINE_COLUMNS]
