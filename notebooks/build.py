@@ -199,7 +199,10 @@ NOTEBOOKS["04_engines"] = [
 vLLM, SGLang and TensorRT-LLM each split a model's decoder blocks over the pipeline ranks when
 told nothing (n // P each, the remainder to the ranks before the last, the last ranks or the
 first ranks), keep the embedding with the first rank's blocks and the head with the last's, and
-keep part of each device for themselves (vLLM 90%; SGLang 88% down to 79% by TP size). Here, for
+keep part of each device for themselves (vLLM 90%; SGLang 88% down to 79% by TP size).
+Megatron splits the blocks evenly (the embedding and the loss may also be stages of their own
+in its layout); DeepSpeed's default `parameters` method balances parameter bytes over
+[embed, blocks..., head]. Here, for
 each model, device count and engine: the engine's default split, the engine-shaped latency
 optimum (`solve --engine E`) and the engine-shaped KV-capacity optimum (`solve --engine E
 --objective kv-capacity`), all evaluated by the same formulas on H100 SXM devices. The workload
@@ -213,7 +216,7 @@ from solver.analysis import engine_rows, engine_table
 
 models = ["llama3-8b", "mixtral-8x7b", "llama3-70b"]
 devices = [2, 4, 8]
-engines = ["vllm", "sglang", "trtllm"]
+engines = ["vllm", "sglang", "trtllm", "megatron", "deepspeed"]
 workload = Workload(batch=64, seq_len=4096, phase="decode", micro_batch=8)
 rows = [row for model in models for p in devices for engine in engines
         for row in engine_rows(model, engine, p, workload=workload)]
@@ -227,16 +230,20 @@ when the optima are missing too: the engine needs more devices or tensor paralle
 latency optimum differs from the default, it shortens the bottleneck by moving blocks off the
 first and last ranks (they also carry the embedding and the head), and the middle ranks' extra
 blocks cost KV tokens: with tens of GiB free on every rank, a stage's KV capacity is about its
-free memory over its block count, so the even split is already what the KV objective chooses.
-The summary below counts both, per model."""),
+free memory over its block count, so the even split is what the KV objective chooses. DeepSpeed's
+parameter balance lands on the latency optimum here (a decode step's time follows the weights
+it reads), and then the KV objective holds more tokens than it. The summary below counts, per
+model and engine, how often each optimum beats the default on its own objective."""),
     ("code", """\
-optima = table[table["plan"] != "default"]
-summary = optima.groupby(["model", "plan"]).agg(
+faster = table[table["plan"] == "latency"].groupby(["model", "engine"]).agg(
     cases=("devices", "size"),
-    better_than_default=("speedup_vs_default", lambda s: int((s > 1 + 1e-9).sum())),
+    faster_than_default=("speedup_vs_default", lambda s: int((s > 1 + 1e-9).sum())),
     best_speedup=("speedup_vs_default", "max"),
     least_kv_ratio=("kv_vs_default", "min"))
-summary"""),
+roomier = table[table["plan"] == "kv-capacity"].groupby(["model", "engine"]).agg(
+    more_kv_than_default=("kv_vs_default", lambda s: int((s > 1 + 1e-9).sum())),
+    best_kv_ratio=("kv_vs_default", "max"))
+faster.join(roomier)"""),
     ("md", """\
 Handing a plan to the engine: `cachepart export` prints the engine's knob for the plan (here the
 environment variable and flags vLLM reads)."""),

@@ -200,3 +200,19 @@ def test_engine_rows_compare_the_default_split_with_the_shaped_optima() -> None:
     big = engine_rows("llama3-70b", "vllm", 2, workload=workload)
     assert [r.plan for r in big] == ["default"] and not big[0].fits
     assert big[0].kv_capacity_tokens is not None and big[0].kv_capacity_tokens < 0
+
+
+def test_deepspeed_default_row_is_its_parameter_balance() -> None:
+    from solver import Workload, load_model, problem_from_graph
+    from solver.analysis import engine_rows
+
+    workload = Workload(batch=8, seq_len=1024)
+    rows = engine_rows("llama3-8b", "deepspeed", 4, workload=workload)
+    problem = problem_from_graph(load_model("llama3-8b", workload).graph, 80 * 10**9, 4)
+    bounds = parameter_split([int(w) for w in problem.weight_bytes], 4)
+    from solver.engines import block_positions
+
+    blocks = block_positions(list(problem.names))
+    expected = [sum(1 for b in blocks if s <= b < e) for s, e in itertools.pairwise(bounds)]
+    assert rows[0].plan == "default"
+    assert rows[0].blocks_per_stage == ",".join(map(str, expected))

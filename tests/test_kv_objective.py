@@ -34,11 +34,11 @@ BACKENDS = [name for name, backend in ILP_BACKENDS.items() if backend.available(
 EXACT = [("parametric", None), ("dp", None)] + [("ilp", b) for b in BACKENDS]
 
 
-def _with_kv(problem: Problem, seed: int) -> Problem:
-    """KV bytes on about two layers in three, sized so a stage holds tens to thousands of
-    tokens: the search has room to move."""
+def _with_kv(problem: Problem, seed: int, every: bool = False) -> Problem:
+    """KV bytes on about two layers in three (``every``: on all), sized so a stage holds tens
+    to thousands of tokens: the search has room to move."""
     rng = np.random.default_rng(seed + 31)
-    kv = rng.integers(1, 40, problem.n) * (rng.random(problem.n) < 0.7)
+    kv = rng.integers(1, 40, problem.n) * (every | (rng.random(problem.n) < 0.7))
     if not kv.any():
         kv[0] = 7
     return problem.replace(kv_bytes_per_token=kv)
@@ -87,12 +87,16 @@ def _check(problem: Problem, methods: list[tuple[str, str | None]]) -> None:
         assert part.info["kv_capacity_tokens"] == expected[0]
 
 
+@pytest.mark.parametrize("every", [False, True], ids=["some-kv-less", "all-kv"])
 @pytest.mark.parametrize("memory", list(MemoryModel))
 @pytest.mark.parametrize("seed", range(16))
-def test_every_exact_method_equals_brute_force(seed: int, memory: MemoryModel) -> None:
+def test_every_exact_method_equals_brute_force(seed: int, memory: MemoryModel,
+                                               every: bool) -> None:
     n = 3 + seed % 6
     problem = random_problem(seed, n, memory_model=memory, tightness=0.3 + 0.1 * (seed % 4))
-    _check(_with_kv(problem, seed), EXACT)
+    kv = _with_kv(problem, seed, every)
+    assert bool((kv.kv_bytes_per_token > 0).all()) or not every
+    _check(kv, EXACT)
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -1,7 +1,8 @@
 """An engine's own split against the best split it can be given.
 
 For one model on P devices of one kind and one engine: the split the engine makes when told
-nothing (solver/engines/rules.py ``default_split``), the engine-shaped latency optimum and the
+nothing (solver/engines/rules.py ``default_split``; DeepSpeed's ``parameters`` balance of
+parameter bytes over [embed, blocks..., head]), the engine-shaped latency optimum and the
 engine-shaped KV-capacity optimum, each evaluated by the same formulas (memory per stage within
 the engine's share of the device, bottleneck, steady-state tokens/s, KV tokens on the tightest
 stage). The default split may not fit: it is evaluated anyway and marked.
@@ -19,7 +20,14 @@ from ..core.kv import smallest_kv_tokens, stage_kv_tokens
 from ..core.partition import evaluate
 from ..core.problem import Problem
 from ..core.status import Status
-from ..engines import block_positions, default_split, engine_problem, get_engine, split_bounds
+from ..engines import (
+    block_positions,
+    default_split,
+    engine_problem,
+    get_engine,
+    parameter_split,
+    split_bounds,
+)
 from ..frontend import load_model, problem_from_graph
 from ..hardware import Workload, capacity_for, get_device
 
@@ -80,8 +88,11 @@ def engine_rows(model: str, engine: str, devices: int, *, device: str = "h100-sx
     if blocks < devices:
         raise InvalidInputError(f"{model} has {blocks} blocks for {devices} devices",
                                 field="devices")
-    rows = [_row(shaped, split_bounds(names, default_split(engine, blocks, devices)), names,
-                 "default", model, engine, per_pass)]
+    if engine == "deepspeed":  # partition_method='parameters', its default
+        default = parameter_split([int(w) for w in shaped.weight_bytes], devices)
+    else:
+        default = split_bounds(names, default_split(engine, blocks, devices))
+    rows = [_row(shaped, default, names, "default", model, engine, per_pass)]
     for label, method in (("latency", solve), ("kv-capacity", solve_kv)):
         part = method(shaped, "auto", options)
         if part.status is not Status.INFEASIBLE:
