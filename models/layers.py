@@ -46,6 +46,11 @@ class LayerDesc:
     """Forward FLOPs per unit, excluding attention scores (2 per multiply-add)."""
     buffer_elems: int = 0
     """Transient workspace per unit (the MLP intermediate, Q/K/V projections)."""
+    stash_elems: int | None = None
+    """Elements per unit the layer saves for its backward pass in training (the tensors autograd
+    keeps: norm inputs, projection inputs, Q/K/V, the MLP intermediates), excluding the attention
+    score matrix, which grows with the sequence (solver/hardware/training.py adds it). None:
+    unknown; the training footprint then counts the layer's output, ``out_elems``."""
     active_params: int | None = None
     """Parameters read per unit when fewer than all (mixture of experts: the routed experts)."""
     stored_params: int | None = None
@@ -65,6 +70,11 @@ class LayerDesc:
     extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        stash = self.stash_elems
+        if stash is not None and (isinstance(stash, bool) or not isinstance(stash, int)
+                                  or stash < 0):
+            raise SpecError(f"{self.name}: stash_elems must be a whole number >= 0 or None, "
+                            f"got {stash!r}")
         qp, qb = self.quantized_params, self.quantized_bytes
         if not 0 <= qp <= self.weight_params or qb < 0 or (qp == 0) != (qb == 0):
             raise SpecError(f"{self.name}: quantized_params {qp!r} and quantized_bytes {qb!r} "

@@ -222,6 +222,50 @@ class TransformerSpec:
         return (self.experts * self.expert_params() + router,
                 self.experts_per_token * self.expert_params() + router)
 
+    # ----- training stash ------------------------------------------------------------------
+    # What a layer saves for its backward pass, in elements per token (LayerDesc.stash_elems),
+    # after Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
+    # Models", Section 4.1, generalised to GQA, gated MLPs and mixtures of experts. No dropout:
+    # the zoo's decoders train without it, so no masks are counted (their 34 sbh of a GPT block
+    # less the 2 sbh of the two 1-byte masks is the 16 h elements = 32 sbh bytes counted here).
+    # The attention score matrix (heads x seq x seq per sample) is not here: it grows with the
+    # sequence, and the training footprint adds it when the attention runs eager.
+    def attention_stash(self) -> int:
+        """The attention's saved tensors per token: the QKV projection input (h), Q, K and V,
+        and the attention output, which is the output projection's input."""
+        q, kv = self.heads * self.dh, self.kvh * self.dh
+        return self.hidden + q + 2 * kv + q
+
+    def mlp_stash(self) -> int:
+        """The MLP's (or MoE's) saved tensors per token: its input (h) and the intermediates,
+        gated: the gate and up outputs and the down projection's input (3 f); plain: the
+        activation's input and the down projection's input (2 f). A mixture of experts saves
+        that once per routed expert (each expert keeps its copy of the dispatched token) plus
+        the router's input."""
+        per_expert = self.hidden + (3 if self.mlp == "gated" else 2) * self.ffn
+        if not self.experts:
+            return per_expert
+        return self.experts_per_token * per_expert + self.hidden
+
+    def block_stash(self) -> int:
+        """A block's saved tensors per token: each norm's input (h), the attention's and the
+        MLP's; the sum of the op-granularity layers' stash."""
+        return self.norms_per_layer * self.hidden + self.attention_stash() + self.mlp_stash()
+
+    def head_stash(self) -> int:
+        """The head's saved tensors per token: the final norm's input, the output layer's input,
+        and its output where a loss follows (the logits for the cross-entropy, counted at the
+        activation dtype though frameworks often upcast them to fp32 for the loss)."""
+        h = self.hidden
+        norm = h if self.final_norm else 0
+        if self.kind == "decoder" and self.lm_head and self.vocab:
+            return norm + h + self.vocab
+        if self.kind == "vit":
+            return norm + h + self.classes
+        if self.kind == "encoder" and self.pooler:
+            return norm + 2 * h  # the pooler's input and its tanh output
+        return norm
+
     def embed_params(self) -> int:
         if self.kind == "vit":
             patch = self.channels * self.patch**2 * self.hidden + self.hidden
@@ -264,6 +308,8 @@ class TransformerSpec:
         qkv_elems = (self.heads + 2 * self.kvh) * self.dh
         inter = self.ffn * (2 if self.mlp == "gated" else 1) * max(1, self.experts_per_token)
         norms = self.norms_per_layer * self.norm_params
+        attn_stash, mlp_stash = self.attention_stash(), self.mlp_stash()
+        block_stash = self.block_stash()
 
         quantized = self._quantized_blocks()
 
@@ -271,7 +317,10 @@ class TransformerSpec:
         embed_p = self.embed_params()
         if embed_p:
             flops = 2 * self.channels * self.patch**2 * h if self.kind == "vit" else 0
+            # Token ids (or a ViT's pixels, which the input batch holds) are not stashed; an
+            # embedding LayerNorm saves its input.
             out.append(LayerDesc("embed", "embed", embed_p, out_elems=h, flops=flops,
+                                 stash_elems=h if self.embed_norm else 0,
                                  tokens_per_sample=tps))
         for i in range(self.layers):
             (attn_qp, attn_qb), (mlp_qp, mlp_qb) = quantized[i]
@@ -279,6 +328,7 @@ class TransformerSpec:
                 out.append(LayerDesc(
                     f"block{i}", "block", attn_p + mlp_stored + norms, out_elems=h,
                     flops=2 * (attn_p + mlp_read), buffer_elems=max(qkv_elems, inter),
+                    stash_elems=block_stash,
                     active_params=(attn_p + mlp_read + norms) if self.experts else None,
                     attention=attn_shape, tokens_per_sample=tps,
                     quantized_params=attn_qp + mlp_qp, quantized_bytes=attn_qb + mlp_qb))
@@ -286,12 +336,13 @@ class TransformerSpec:
             # Op granularity: the residual stream travels with a norm's output (2h per token).
             def norm(tag: str, i: int = i) -> LayerDesc:
                 return LayerDesc(f"block{i}.{tag}", "norm", self.norm_params, out_elems=2 * h,
-                                 tokens_per_sample=tps)
+                                 stash_elems=h, tokens_per_sample=tps)
 
             post = self.norms_per_layer == 4
             out.append(norm("attn_norm"))
             out.append(LayerDesc(f"block{i}.attn", "attention", attn_p, out_elems=h,
-                                 flops=2 * attn_p, buffer_elems=qkv_elems, attention=attn_shape,
+                                 flops=2 * attn_p, buffer_elems=qkv_elems,
+                                 stash_elems=attn_stash, attention=attn_shape,
                                  tokens_per_sample=tps, quantized_params=attn_qp,
                                  quantized_bytes=attn_qb))
             if post:
@@ -301,6 +352,7 @@ class TransformerSpec:
             out.append(LayerDesc(
                 f"block{i}.{'moe' if self.experts else 'mlp'}", "moe" if self.experts else "mlp",
                 mlp_stored, out_elems=h, flops=2 * mlp_read, buffer_elems=inter,
+                stash_elems=mlp_stash,
                 active_params=mlp_read if self.experts else None, tokens_per_sample=tps,
                 quantized_params=mlp_qp, quantized_bytes=mlp_qb))
             if post:
@@ -317,6 +369,7 @@ class TransformerSpec:
             if self.quantization is not None and self.quantization.head:
                 head_qp, head_qb = self.vocab * h, linear_bytes(self.quantization, h, self.vocab)
             out.append(LayerDesc("head", "head", owned, out_elems=width, flops=flops,
+                                 stash_elems=self.head_stash(),
                                  stored_params=stored if stored != owned else None,
                                  tokens_per_sample=tps, quantized_params=head_qp,
                                  quantized_bytes=head_qb))

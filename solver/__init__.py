@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "Partition": "core", "Link": "core", "Extension": "core", "TensorParallel": "core",
     "Residency": "core", "Fleet": "core", "canonical_partition": "core", "check_partition": "core",
     "diagnose": "core", "evaluate": "core", "lower_bound": "core", "format_bytes": "core",
-    "parse_bytes": "core", "random_problem": "core",
+    "parse_bytes": "core", "random_problem": "core", "Training": "core",
     # algorithms
     "AUTO": "algorithms", "METHODS": "algorithms", "ILP_BACKENDS": "algorithms",
     "ProgressEvent": "algorithms", "SolveOptions": "algorithms", "get_backend": "algorithms",
@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "chain_to_dict": "frontend", "load_chain": "frontend", "load_model": "frontend",
     "problem_from_graph": "frontend", "tensor_parallel_for": "frontend", "fleet_for": "frontend",
     "residency_for": "frontend", "load_profile": "frontend", "apply_profile": "frontend",
+    "training_for": "frontend",
     # hardware
     "DEVICES": "hardware", "Device": "hardware", "Workload": "hardware",
     "capacity_for": "hardware", "get_device": "hardware", "get_cluster": "hardware",
@@ -46,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     # plan
     "SCHEMA_VERSION": "plan", "Plan": "plan", "build_plan": "plan", "load_plan": "plan",
     "fingerprint": "plan", "simulate": "plan", "simulate_plan": "plan", "SimResult": "plan",
+    "simulate_training": "plan", "TrainSim": "plan",
     # analysis and experiments
     "compare": "analysis", "compare_table": "analysis", "frontier_table": "analysis",
     "Sweep": "analysis", "load_sweep": "analysis", "run_sweep": "analysis",
@@ -80,6 +82,8 @@ __all__ = [
     "Status",
     "Sweep",
     "TensorParallel",
+    "TrainSim",
+    "Training",
     "Workload",
     "apply_profile",
     "build_plan",
@@ -115,8 +119,10 @@ __all__ = [
     "run_sweep",
     "simulate",
     "simulate_plan",
+    "simulate_training",
     "solve",
     "tensor_parallel_for",
+    "training_for",
 ]
 
 
@@ -149,6 +155,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         SolverError,
         Status,
         TensorParallel,
+        Training,
         canonical_partition,
         check_partition,
         diagnose,
@@ -172,6 +179,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         problem_from_graph,
         residency_for,
         tensor_parallel_for,
+        training_for,
     )
     from .hardware import (
         DEVICES,
@@ -187,9 +195,11 @@ if TYPE_CHECKING:  # what type checkers and editors see
         SCHEMA_VERSION,
         Plan,
         SimResult,
+        TrainSim,
         build_plan,
         fingerprint,
         load_plan,
         simulate,
         simulate_plan,
+        simulate_training,
     )

@@ -141,6 +141,7 @@ INTERNAL_OK = {
     "solver.runner.l2": "torch internals of --pin-l2",
     "solver.runner.pipeline": "torch internals of a stage",
     "solver.runner.profiling": "patching the timing",
+    "solver.plan.schedule": "each schedule's op order per stage, patched to test the deadlock guard",
 }
 
 

@@ -157,6 +157,10 @@ def solve_dp(problem: Problem, options: SolveOptions) -> Partition:
     t0 = time.perf_counter()
     if problem.fleet is not None:
         return _solve_cluster(problem, problem.fleet, options, t0)
+    if problem.training is not None:
+        from .train import solve_train_dp
+
+        return solve_train_dp(problem, options)
     if problem.tensor_parallel is not None:
         return _solve_tp(problem, options, t0)
     z, own = dp_bottleneck(problem)

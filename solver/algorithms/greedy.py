@@ -35,6 +35,10 @@ def greedy_bounds(problem: Problem) -> tuple[int, ...] | None:
 
 
 def solve_greedy(problem: Problem, options: SolveOptions) -> Partition:
+    if problem.training is not None:
+        from .train import solve_train_greedy
+
+        return solve_train_greedy(problem, options)
     bounds = greedy_bounds(problem)
     lb = lower_bound(problem)
     if bounds is None:

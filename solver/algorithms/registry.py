@@ -26,29 +26,32 @@ AUTO = "auto"
 _TP, _RES = Extension.TENSOR_PARALLEL, Extension.RESIDENCY
 _CLUSTER, _FREE = Extension.CLUSTER, Extension.FREE_PLACEMENT
 _CUTS = Extension.CUTS
+_TRAIN = Extension.TRAINING
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("ilp", solve_ilp, True,
                "segment ILP minimising the slowest stage (CP-SAT, or HiGHS/CBC through PuLP)",
-               frozenset({_TP, _RES, _CLUSTER, _FREE, _CUTS})),
+               frozenset({_TP, _RES, _CLUSTER, _FREE, _CUTS, _TRAIN})),
         Method("dp", solve_dp, True, "exact dynamic program, O(n^2 K)",
-               frozenset({_TP, _CLUSTER, _FREE, _CUTS})),
+               frozenset({_TP, _CLUSTER, _FREE, _CUTS, _TRAIN})),
         Method("parametric", solve_parametric, True,
                "exact parametric search over the bottleneck, O(n log n) per probe",
                frozenset({_CLUSTER, _FREE, _CUTS})),
         Method("greedy", solve_greedy, False,
                "the paper's greedy aggregation: fill a device until the next layer won't fit",
-               frozenset({_CLUSTER, _CUTS})),
+               frozenset({_CLUSTER, _CUTS, _TRAIN})),
         Method("uniform", solve_uniform, False, "equal layer counts per device",
-               frozenset({_CLUSTER})),
+               frozenset({_CLUSTER, _TRAIN})),
         Method("params", solve_params, False, "stages balanced by weight bytes",
-               frozenset({_CLUSTER})),
+               frozenset({_CLUSTER, _TRAIN})),
     )
 }
 
 _WHY = {  # in the order auto looks for them
+    _TRAIN: "training: a stage's stashes depend on its position; the dynamic program counted "
+            "from the last stage is exact",
     _FREE: "free placement beyond the exact search's reach: which devices host the stages, and "
            "in which order, is the ILP's freedom (NP-hard in general)",
     _RES: "tiered residency: an ILP-only freedom",
@@ -78,7 +81,7 @@ def choose(problem: Problem, name: str = AUTO) -> tuple[Method, str | None]:
                                        "than proving the optimum with the ILP")
         elif on:
             why = _WHY[on[0]]
-            name = "parametric" if on[0] is _CLUSTER else "ilp"
+            name = {_CLUSTER: "parametric", _TRAIN: "dp"}.get(on[0], "ilp")
         else:
             name, why = "parametric", ("canonical problem: the parametric search is exact and "
                                        "faster than proving the optimum with the ILP")

@@ -26,9 +26,11 @@ from .partition import Partition, StageCost, check_partition, evaluate
 from .problem import MemoryModel, Problem
 from .status import Status
 from .synthetic import random_problem
+from .training import SCHEDULES, Training
 from .units import format_bytes, parse_bytes
 
 __all__ = [
+    "SCHEDULES",
     "CachepartError",
     "DeviceClass",
     "Extension",
@@ -44,6 +46,7 @@ __all__ = [
     "StageCost",
     "Status",
     "TensorParallel",
+    "Training",
     "best_residency",
     "canonical_partition",
     "check_partition",

@@ -60,6 +60,8 @@ class Extension(str, Enum):
     """A cluster whose devices the solver chooses, and their order."""
     CUTS = "cuts"
     """Stages may begin only at some boundaries (an engine's layout keeps layers together)."""
+    TRAINING = "training"
+    """A training step: backward costs, and memory that depends on a stage's position."""
 
     def __str__(self) -> str:
         return self.value

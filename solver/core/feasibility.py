@@ -103,6 +103,9 @@ def lower_bound(problem: Problem) -> float:
                             for link in fleet.links()], axis=0)
     elif problem.residency is not None:
         t, x = problem.residency.resident_latency_s, problem.transfer_s
+    elif problem.training is not None:
+        # forward + backward; a transfer may be avoided by sharing the stage, so none counted
+        t, x = problem.latency_s + problem.training.backward_latency_s, np.zeros(problem.n)
     else:
         t, x = problem.latency_s, problem.transfer_s
     total = float(np.concatenate(([0.0], np.cumsum(t)))[-1])
@@ -123,6 +126,8 @@ def diagnose(problem: Problem) -> str | None:
     when every layer fits some degree: whether K devices suffice is the method's answer)."""
     if problem.fleet is not None:
         return _diagnose_fleet(problem, problem.fleet)
+    if problem.training is not None:
+        return _diagnose_training(problem)
     if problem.tensor_parallel is not None:
         return _diagnose_tp(problem, problem.tensor_parallel)
     if problem.residency is not None:
@@ -135,6 +140,33 @@ def diagnose(problem: Problem) -> str | None:
     what = "its weights, output and buffer" if problem.memory_model is MemoryModel.ADDITIVE \
         else "its weights plus its live input, output and buffer"
     return _diagnose(problem, what)
+
+
+def _diagnose_training(problem: Problem) -> str | None:
+    """A layer that does not fit even as the last stage (the fewest micro-batches in flight),
+    or a layout group that does not; whether K stages suffice is the methods' answer."""
+    from .training import train_matrices
+
+    tr = problem.training
+    assert tr is not None
+    times, fixed, stash = train_matrices(problem)
+    least = tr.in_flight(1)
+    n = problem.n
+    cap = problem.capacity_bytes
+    for s in range(n):
+        ends = [e for e in range(s + 1, n + 1) if np.isfinite(times[s, e])]
+        if not ends:
+            continue
+        e = ends[0]  # the shortest stage that may begin at s
+        need = int(fixed[s, e] + least * stash[s, e])
+        if need > cap:
+            what = f"layer {problem.names[s]!r}" if e == s + 1 else \
+                f"layers {problem.names[s]!r} .. {problem.names[e - 1]!r} (kept together)"
+            return (f"{what} cannot fit on one device in training: weights, gradients and "
+                    f"optimizer state, buffers and {least} micro-batch stash"
+                    f"{'es' if least > 1 else ''} ({tr.schedule}) need {need} bytes "
+                    f"({format_bytes(need)}) > capacity {cap} bytes ({format_bytes(cap)})")
+    return None
 
 
 def _diagnose(problem: Problem, what: str) -> str | None:

@@ -17,6 +17,7 @@ from .extensions import (
 from .fleet import ordered_ranks, rank_view
 from .problem import Problem
 from .status import Status
+from .training import train_stage_memory, train_stage_time
 
 __all__ = ["Partition", "StageCost", "check_partition", "evaluate", "relative_gap"]
 
@@ -157,7 +158,12 @@ def evaluate(problem: Problem, bounds: Sequence[int], *, tp_degrees: Sequence[in
         view = problem
         if problem.fleet is not None:
             view = rank_view(problem, firsts[j], None if j == 0 else firsts[j - 1] + degrees[j - 1] - 1)
-        if resident is not None:
+        if problem.training is not None:
+            # a stage's stashes depend on how many stages follow it (solver/core/training.py)
+            memory = train_stage_memory(problem, s, e,
+                                        problem.training.in_flight(len(bounds) - 1 - j))
+            time = train_stage_time(problem, s, e)
+        elif resident is not None:
             memory = resident_stage_memory(problem, s, e, resident[s:e])
             time = residency_stage_time(problem, s, e, resident[s:e])
         elif t != 1:

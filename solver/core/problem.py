@@ -36,6 +36,7 @@ from .errors import InvalidInputError
 from .extensions import Extension, Residency, TensorParallel
 from .fleet import Fleet
 from .link import MAX_BYTES, MAX_SECONDS, Link, check_whole
+from .training import Training
 
 __all__ = ["MemoryModel", "Problem"]
 
@@ -111,6 +112,9 @@ class Problem:
     """Extension: per boundary position 0..n, whether a stage may begin (and the one before it
     end) there; 0 and n always may. An engine's layout keeps the embedding with the first
     block, say. None: every boundary."""
+    training: Training | None = None
+    """Extension: a training step under a pipeline schedule (backward costs, stashes, optimizer
+    state; a stage's memory depends on its position: solver/core/training.py)."""
     kv_bytes_per_token: np.ndarray | None = None
     """Per layer: KV-cache bytes one token of context adds (0 for a layer without attention);
     None: the model gives none. Not counted in stage memory: see solver/core/kv.py."""
@@ -221,6 +225,34 @@ class Problem:
             if res is not None:
                 raise InvalidInputError("a cluster and partial residency cannot be combined yet",
                                         field="residency")
+        self._check_training()
+
+    def _check_training(self) -> None:
+        tr = self.training
+        if tr is None:
+            return
+        if not isinstance(tr, Training):
+            raise InvalidInputError(f"expected a Training, got {tr!r}", field="training")
+        if len(tr.stash_bytes) != self.n:
+            raise InvalidInputError(f"has {len(tr.stash_bytes)} entries per field, expected "
+                                    f"{self.n} (one per layer)", field="training")
+        for other, name in ((self.tensor_parallel, "tensor parallelism"),
+                            (self.residency, "partial residency"), (self.fleet, "a cluster")):
+            if other is not None:
+                raise InvalidInputError(f"training plans cannot be combined with {name} yet",
+                                        field="training")
+        held = int(self.weight_bytes.sum() + tr.train_state_bytes.sum() + self.buffer_bytes.sum()
+                   + self.activation_bytes.sum()) \
+            + tr.microbatches * int(tr.stash_bytes.sum())
+        if held >= MAX_BYTES:
+            raise InvalidInputError(f"{tr.microbatches} micro-batches' stashes and the training "
+                                    "state pass the 2^62 bytes this tool counts",
+                                    field="microbatches")
+        total = sum(tr.backward_latency_s.tolist())
+        if not total < MAX_SECONDS:
+            raise InvalidInputError(f"the backward latencies add up to {total:.3g} s, beyond the "
+                                    f"{MAX_SECONDS:.0e} s this tool counts",
+                                    field="backward_latency_s")
 
     @property
     def extensions(self) -> frozenset[Extension]:
@@ -236,6 +268,8 @@ class Problem:
                 on.add(Extension.FREE_PLACEMENT)
         if self.allowed_cuts is not None and not self.allowed_cuts.all():
             on.add(Extension.CUTS)
+        if self.training is not None:
+            on.add(Extension.TRAINING)
         return frozenset(on)
 
     @property
@@ -420,6 +454,7 @@ class Problem:
             "fleet": None if self.fleet is None else self.fleet.to_dict(),
             "kv_bytes_per_token": None if self.kv_bytes_per_token is None
             else self.kv_bytes_per_token.tolist(),
+            "training": None if self.training is None else self.training.to_dict(),
         }
 
     @classmethod
@@ -437,6 +472,8 @@ class Problem:
             fields["residency"] = Residency(**fields["residency"])
         if fields.get("fleet") is not None:
             fields["fleet"] = Fleet.from_dict(fields["fleet"])
+        if fields.get("training") is not None:
+            fields["training"] = Training(**fields["training"])
         return cls(**fields)
 
     def __eq__(self, other: object) -> bool:

@@ -113,7 +113,8 @@ def _scenario(name: str, method: str, capacity: str, problem: Problem,
     times = [c.time_s for c in evaluate(problem, bounds, tp_degrees=tp)]
     m = math.ceil(workload.batch / workload.sequences)
     per_mb = workload.tokens_per_step
-    sim = simulate(times, m, tokens_per_microbatch=per_mb, phase=workload.phase,
+    phase = "decode" if workload.phase == "decode" else "prefill"  # the paper serves
+    sim = simulate(times, m, tokens_per_microbatch=per_mb, phase=phase,
                    tokens=workload.batch * (workload.seq_len if workload.phase == "prefill" else 1))
     return Scenario(name, method, capacity, "feasible", sum(degrees), len(degrees), degrees,
                     max(times), sim.tokens_per_s, sim.steady_tokens_per_s,

@@ -12,6 +12,7 @@ from .lower import (
     problem_from_graph,
     residency_for,
     tensor_parallel_for,
+    training_for,
 )
 from .profiles import Profile, apply_profile, load_profile, profile_from_graph, save_profile
 from .sources import LoadedModel, load_model
@@ -34,4 +35,5 @@ __all__ = [
     "residency_for",
     "save_profile",
     "tensor_parallel_for",
+    "training_for",
 ]

@@ -16,7 +16,12 @@ _TOP_FIELDS = frozenset({"name", "input_bytes", "link", "layers", "metadata", "s
 # What a layer may carry: the canonical fields, and the annotations cachepart itself writes.
 _LAYER_FIELDS = frozenset({"name", "weight_bytes", "activation_bytes", "buffer_bytes", "latency_s",
                            "kind", "params", "flops", "bytes_moved", "kv_cache_bytes",
-                           "latency_hbm_s", "kv_bytes_per_token"})
+                           "latency_hbm_s", "kv_bytes_per_token", "backward_latency_s",
+                           "stash_bytes", "train_state_bytes", "backward_flops",
+                           "recompute_flops"})
+# Optional numbers a layer may carry, and whether each must be whole.
+_OPTIONAL_NUMBERS = {"kv_bytes_per_token": True, "backward_latency_s": False,
+                     "stash_bytes": True, "train_state_bytes": True}
 
 
 def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
@@ -36,10 +41,10 @@ def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
             if key not in layer:
                 raise InvalidInputError(f"layers[{index}] ({layer.get('name', '?')!r}): "
                                         f"missing field {key!r}")
-        if "kv_bytes_per_token" in layer:  # optional: the serving objective reads it
-            check_number(layer["kv_bytes_per_token"],
-                         f"layers[{index}] ({layer.get('name', '?')!r}).kv_bytes_per_token",
-                         integral=True)
+        for key, whole in _OPTIONAL_NUMBERS.items():  # the serving and training fields
+            if key in layer:
+                check_number(layer[key], f"layers[{index}] ({layer.get('name', '?')!r}).{key}",
+                             integral=whole)
     layers = [_per_kind(index, layer) for index, layer in enumerate(layers)]
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
@@ -83,7 +88,7 @@ def load_chain(path: str | Path) -> LayerGraph:
 
 def chain_to_dict(graph: LayerGraph) -> dict[str, Any]:
     """The chain JSON document of a LayerGraph (layers in execution order)."""
-    keep = ("weight_bytes", "activation_bytes", "buffer_bytes", "latency_s", "kv_bytes_per_token")
+    keep = ("weight_bytes", "activation_bytes", "buffer_bytes", "latency_s", *_OPTIONAL_NUMBERS)
     layers = []
     for layer in graph.layers():
         entry: dict[str, Any] = {"name": layer["name"]}

@@ -15,6 +15,7 @@ from ..core.extensions import Residency, TensorParallel, default_allreduce_bytes
 from ..core.fleet import Fleet
 from ..core.link import Link
 from ..core.problem import MemoryModel, Problem
+from ..core.training import Training
 from ..hardware.cluster import Cluster
 from .graph import LayerGraph
 
@@ -25,6 +26,7 @@ __all__ = [
     "problem_from_graph",
     "residency_for",
     "tensor_parallel_for",
+    "training_for",
 ]
 
 
@@ -37,10 +39,11 @@ def problem_from_graph(
     tensor_parallel: TensorParallel | None = None,
     residency: Residency | None = None,
     fleet: Fleet | None = None,
+    training: Training | None = None,
 ) -> Problem:
     """Lower ``graph`` to a Problem (extensions optional: see tensor_parallel_for,
-    residency_for and fleet_for). With a fleet, the canonical fields are rank 0's: its kind's
-    capacity and times, its node's link; each stage's own come from the fleet."""
+    residency_for, fleet_for and training_for). With a fleet, the canonical fields are rank 0's:
+    its kind's capacity and times, its node's link; each stage's own come from the fleet."""
     graph.validate()
     order = graph.order()
     per_kind = [n for n in order if "latency_by_kind" in graph.graph.nodes[n]]
@@ -86,7 +89,23 @@ def problem_from_graph(
         residency=residency,
         fleet=fleet,
         kv_bytes_per_token=kv,
+        training=training,
     )
+
+
+def training_for(graph: LayerGraph, schedule: str, microbatches: int) -> Training:
+    """The training extension from the layers' own fields where they give them (zoo, spec and
+    Hugging Face models planned with --phase train; a chain JSON may), else the defaults: a
+    backward pass of twice the forward, a stash of the layer's output, no optimizer state."""
+    nodes = graph.graph.nodes
+    order = graph.order()
+    return Training(
+        schedule, microbatches,
+        np.array([nodes[n].get("backward_latency_s", 2 * nodes[n]["latency_s"]) for n in order],
+                 dtype=np.float64),
+        np.array([nodes[n].get("stash_bytes", nodes[n]["activation_bytes"]) for n in order],
+                 dtype=np.float64),
+        np.array([nodes[n].get("train_state_bytes", 0) for n in order], dtype=np.float64))
 
 
 def kind_latencies(graph: LayerGraph, kinds: Sequence[str]) -> dict[str, np.ndarray]:

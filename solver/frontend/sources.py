@@ -7,6 +7,7 @@ and safetensors files), a chain JSON, or a torch module factory (``file.py:facto
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..core.errors import InvalidInputError
 from ..hardware.catalogue import Device, get_device
 from ..hardware.cost import roofline_latency
 from ..hardware.footprint import DTYPE_BYTES, LayerFootprint, Workload, footprints
+from ..hardware.training import TrainOptions, train_footprints
 from .chain import chain_from_dict, load_chain
 from .graph import LayerGraph
 
@@ -164,9 +166,13 @@ def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
     tier's bandwidth (``latency_s``); ``latency_hbm_s`` keeps the time with its weights streamed
     from main memory, which tiered residency needs."""
     fps = footprints(layers, workload)
+    train = None
+    if workload.phase == "train":
+        options = TrainOptions(workload.optimizer, workload.precision, workload.recompute)
+        train = train_footprints(layers, workload, options)
     on_chip = tier is not None and tier != device.main_memory
     speed_tier = bandwidth_tier(device, tier) if on_chip else tier
-    rows = []
+    rows: list[dict[str, Any]] = []
     previous = input_bytes
     for fp in fps:
         hbm = roofline_latency(fp, device, workload, input_bytes=previous)
@@ -179,6 +185,19 @@ def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
             row["latency_s"] = roofline_latency(fp, device, workload, speed_tier,
                                                 input_bytes=previous)
             row["latency_hbm_s"] = hbm
+        if train is not None:
+            tf = train[len(rows)]
+            # The backward pass: input and weight gradients (2x the forward FLOPs) plus what is
+            # recomputed, reading the weights and activations and writing their gradients
+            # (about twice the forward's traffic), at the tier the forward ran in.
+            back = dataclasses.replace(fp, flops=tf.backward_flops + tf.recompute_flops,
+                                       bytes_moved=2 * fp.bytes_moved)
+            row["backward_latency_s"] = roofline_latency(
+                back, device, workload, speed_tier if on_chip else None, input_bytes=previous)
+            row["stash_bytes"] = tf.stash_bytes
+            row["train_state_bytes"] = tf.train_state_bytes
+            row["backward_flops"] = tf.backward_flops
+            row["recompute_flops"] = tf.recompute_flops
         rows.append(row)
         previous = fp.activation_bytes
     meta = {"workload": {**workload.to_dict(), "throughput_unit": unit},

@@ -24,6 +24,7 @@ from .cluster import (
 )
 from .cost import memory_time, roofline_latency, stage_fits_tier, weight_read_bytes
 from .footprint import DTYPE_BYTES, LayerFootprint, Workload, footprints
+from .training import TrainFootprint, TrainOptions, state_bytes_per_param, train_footprints
 
 __all__ = [
     "DEVICES",
@@ -35,6 +36,8 @@ __all__ = [
     "Device",
     "DeviceType",
     "LayerFootprint",
+    "TrainFootprint",
+    "TrainOptions",
     "Workload",
     "capacity_for",
     "cluster_from_dict",
@@ -48,5 +51,7 @@ __all__ = [
     "roofline_latency",
     "stage_fits_tier",
     "stage_transfer_s",
+    "state_bytes_per_param",
+    "train_footprints",
     "weight_read_bytes",
 ]

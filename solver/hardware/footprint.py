@@ -44,12 +44,17 @@ class Workload:
     batch: int = 1
     seq_len: int = 2048
     """Tokens per sequence in prefill; the context length (KV cache) in decode."""
-    phase: Literal["prefill", "decode"] = "prefill"
+    phase: Literal["prefill", "decode", "train"] = "prefill"
+    """train: a forward and backward pass over whole sequences (solver/hardware/training.py)."""
     micro_batch: int | None = None
     """Sequences in flight per stage (default: the whole batch)."""
     weight_dtype: str = "bf16"
     activation_dtype: str = "bf16"
     attention: Literal["fused", "eager"] = "fused"
+    optimizer: Literal["adam", "sgd"] = "adam"
+    """Training only (as ``precision`` and ``recompute``): solver/hardware/training.py."""
+    precision: Literal["mixed", "bf16"] = "mixed"
+    recompute: Literal["none", "selective", "full"] = "none"
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq_len"):
@@ -58,8 +63,14 @@ class Workload:
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int)
                                or not 1 <= mb <= self.batch):
             raise InvalidInputError(f"must be in 1..{self.batch}, got {mb!r}", field="micro_batch")
-        if self.phase not in ("prefill", "decode"):
-            raise InvalidInputError(f"expected prefill or decode, got {self.phase!r}", field="phase")
+        if self.phase not in ("prefill", "decode", "train"):
+            raise InvalidInputError(f"expected prefill, decode or train, got {self.phase!r}",
+                                    field="phase")
+        for name, known in (("optimizer", ("adam", "sgd")), ("precision", ("mixed", "bf16")),
+                            ("recompute", ("none", "selective", "full"))):
+            if getattr(self, name) not in known:
+                raise InvalidInputError(f"expected {' or '.join(known)}, got "
+                                        f"{getattr(self, name)!r}", field=name)
         for name in ("weight_dtype", "activation_dtype"):
             if getattr(self, name) not in DTYPE_BYTES:
                 raise InvalidInputError(f"unknown dtype {getattr(self, name)!r} (known: "
@@ -74,11 +85,16 @@ class Workload:
 
     @property
     def tokens_per_step(self) -> int:
-        """Tokens a micro-batch produces per pass: all of them in prefill, one each in decode."""
-        return self.sequences * (self.seq_len if self.phase == "prefill" else 1)
+        """Tokens a micro-batch produces per pass: all of them in prefill and training, one each
+        in decode."""
+        return self.sequences * (1 if self.phase == "decode" else self.seq_len)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "micro_batch": self.sequences}
+        doc = {**asdict(self), "micro_batch": self.sequences}
+        if self.phase != "train":  # the training options mean nothing to an inference plan
+            for name in ("optimizer", "precision", "recompute"):
+                doc.pop(name)
+        return doc
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """The plan: the deployment record every method's answer becomes, its JSON Schema I/O, the
-GPipe simulator behind its predictions, and its export to each engine's format."""
+pipeline simulators behind its predictions (inference GPipe; training GPipe and 1F1B), and
+its export to each engine's format."""
 
 from __future__ import annotations
 
 from .build import build_plan, fingerprint
 from .export import TARGETS, Export, export_plan, megatron_layout, parse_megatron_layout
+from .schedule import TrainSim, TrainSlot, simulate_training, uniform_step_s
 from .simulate import SimResult, Slot, simulate, simulate_plan
 from .types import (
     SCHEMA_VERSION,
@@ -28,6 +30,8 @@ __all__ = [
     "Slot",
     "SolverInfo",
     "StagePlan",
+    "TrainSim",
+    "TrainSlot",
     "build_plan",
     "export_plan",
     "fingerprint",
@@ -37,4 +41,6 @@ __all__ = [
     "plan_schema",
     "simulate",
     "simulate_plan",
+    "simulate_training",
+    "uniform_step_s",
 ]

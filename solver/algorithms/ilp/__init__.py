@@ -12,6 +12,7 @@ from .canonical import solve_canonical
 from .cluster import solve_free, solve_ordered
 from .tiered import solve_tiered
 from .tp import solve_tp
+from .train import solve_train
 
 __all__ = ["DEFAULT_BACKEND", "ILP_BACKENDS", "IlpBackend", "get_backend", "solve_ilp"]
 
@@ -24,6 +25,8 @@ def solve_ilp(problem: Problem, options: SolveOptions) -> Partition:
         if problem.fleet.placement == "free":
             return solve_free(problem, options, backend)
         return solve_ordered(problem, options, backend)
+    if problem.training is not None:
+        return solve_train(problem, options, backend)
     if problem.tensor_parallel is not None:
         return solve_tp(problem, options, backend)
     if problem.residency is not None:

@@ -1,0 +1,197 @@
+"""Training plans (solver/core/training.py): every exact method equals brute force over every
+partition, under GPipe and 1F1B, with and without a link, in both memory models and with an
+engine's allowed cuts; memory depends on a stage's position; baselines are feasible plans."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from solver import (
+    ILP_BACKENDS,
+    InvalidInputError,
+    MemoryModel,
+    Problem,
+    SolveOptions,
+    SolverError,
+    Status,
+    Training,
+    check_partition,
+    random_problem,
+    solve,
+)
+from solver.core import Link
+
+BACKENDS = [name for name, backend in ILP_BACKENDS.items() if backend.available()]
+EXACT = [("dp", None)] + [("ilp", b) for b in BACKENDS]
+
+
+def _training(problem: Problem, seed: int, schedule: str) -> Problem:
+    rng = np.random.default_rng(seed + 17)
+    n = problem.n
+    tr = Training(schedule, int(rng.integers(1, 6)),
+                  (problem.latency_s * rng.uniform(1.5, 2.5, n)).round(3),
+                  rng.integers(0, 9_000, n), rng.integers(0, 30_000, n))
+    return problem.replace(training=tr)
+
+
+def _brute(problem: Problem) -> float:
+    """Every partition check_partition accepts (its memory is evaluate's, by position)."""
+    best = math.inf
+    n = problem.n
+    for k in range(1, min(n, problem.max_stages) + 1):
+        for cuts in itertools.combinations(range(1, n), k - 1):
+            try:
+                costs = check_partition(problem, (0, *cuts, n))
+            except SolverError:
+                continue
+            best = min(best, max(c.time_s for c in costs))
+    return best
+
+
+def _direct_memory(problem: Problem, s: int, e: int, j: int, stages: int) -> int:
+    """Stage memory from the issue's formula, written out independently."""
+    tr = problem.training
+    assert tr is not None
+    f = tr.microbatches if tr.schedule == "gpipe" else min(stages - j, tr.microbatches)
+    w, ts, b = problem.weight_bytes, tr.train_state_bytes, problem.buffer_bytes
+    fixed = sum(int(w[i] + ts[i]) for i in range(s, e))
+    stash = f * sum(int(tr.stash_bytes[i]) for i in range(s, e))
+    if problem.memory_model is MemoryModel.ADDITIVE:
+        return fixed + sum(int(b[i]) for i in range(s, e)) + stash
+    a = problem.activation_bytes
+    inputs = [problem.input_bytes, *a[:-1].tolist()]
+    return fixed + stash + max(int(inputs[i] + a[i] + b[i]) for i in range(s, e))
+
+
+def _check(problem: Problem) -> None:
+    expected = _brute(problem)
+    for method, backend in EXACT:
+        part = solve(problem, method, SolveOptions(backend=backend or "cpsat", time_limit_s=30))
+        if math.isinf(expected):
+            assert part.status is Status.INFEASIBLE, (method, backend)
+            assert part.diagnosis
+            continue
+        assert part.status is Status.OPTIMAL, (method, backend, part.diagnosis)
+        assert part.objective == pytest.approx(expected, rel=1e-9), (method, backend)
+
+
+@pytest.mark.parametrize("link", [True, False], ids=["link", "no-link"])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("seed", range(10))
+def test_exact_methods_equal_brute_force(seed: int, schedule: str, link: bool) -> None:
+    n = 3 + seed % 6
+    memory = MemoryModel.PEAK if seed % 3 == 0 else MemoryModel.ADDITIVE
+    base = random_problem(seed, n, link=link, memory_model=memory,
+                          tightness=0.45 + 0.1 * (seed % 3))
+    _check(_training(base, seed, schedule))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_with_allowed_cuts(seed: int) -> None:
+    n = 4 + seed % 5
+    rng = np.random.default_rng(seed + 3)
+    mask = rng.random(n + 1) < 0.6
+    mask[0] = mask[-1] = True
+    base = random_problem(seed, n, tightness=0.6).replace(allowed_cuts=mask)
+    _check(_training(base, seed, "1f1b"))
+
+
+def test_memory_and_time_follow_the_formulas() -> None:
+    problem = _training(random_problem(5, 7, memory_model="peak", tightness=0.9), 5, "1f1b")
+    tr = problem.training
+    assert tr is not None
+    for bounds in [(0, 7), (0, 3, 7), (0, 1, 4, 6, 7)]:
+        costs = check_partition(problem.replace(capacity_bytes=10**15, max_stages=7), bounds)
+        stages = len(bounds) - 1
+        for j, cost in enumerate(costs):
+            s, e = cost.start, cost.end
+            assert cost.memory_bytes == _direct_memory(problem, s, e, j, stages)
+            inbound = problem.transfer_s[s] if s > 0 else 0.0
+            outbound = problem.transfer_s[e] if e < problem.n else 0.0
+            expected = sum(problem.latency_s[s:e]) + sum(tr.backward_latency_s[s:e]) \
+                + inbound + outbound
+            assert cost.time_s == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_plan_fits_under_1f1b_and_not_under_gpipe() -> None:
+    """Four equal layers on two devices, 4 micro-batches. GPipe keeps 4 stashes on each stage;
+    1F1B keeps 2 on the first and 1 on the last, which the capacity allows."""
+    layers = 4
+    common = dict(names=tuple(f"l{i}" for i in range(layers)), weight_bytes=[100] * layers,
+                  activation_bytes=[10] * layers, buffer_bytes=[0] * layers,
+                  latency_s=[1.0] * layers, capacity_bytes=200 + 2 * 2 * 50, max_stages=2)
+    train = dict(microbatches=4, backward_latency_s=[2.0] * layers, stash_bytes=[50] * layers,
+                 train_state_bytes=[0] * layers)
+    one = Problem(**common, training=Training("1f1b", **train))
+    gp = Problem(**common, training=Training("gpipe", **train))
+    part = solve(one, "dp")
+    assert part.status is Status.OPTIMAL and part.bounds == (0, 2, 4)
+    costs = check_partition(one, part.bounds)
+    assert [c.memory_bytes for c in costs] == [200 + 2 * 100, 200 + 1 * 100]
+    assert solve(gp, "dp").status is Status.INFEASIBLE
+    with pytest.raises(SolverError, match="needs 600 bytes"):
+        check_partition(gp, (0, 2, 4))
+    # the last stage of a 1F1B plan keeps one stash: the same layers as a first stage do not fit
+    with pytest.raises(SolverError):
+        check_partition(one, (0, 1, 4))
+
+
+def test_baselines_are_feasible_plans_and_never_beat_the_optimum() -> None:
+    for seed in range(12):
+        problem = _training(random_problem(seed, 8, tightness=0.6), seed,
+                            ("gpipe", "1f1b")[seed % 2])
+        best = solve(problem, "dp")
+        for method in ("greedy", "uniform", "params"):
+            part = solve(problem, method)
+            if part.status is Status.INFEASIBLE:
+                continue
+            check_partition(problem, part.bounds)
+            assert best.status is Status.OPTIMAL
+            assert part.objective >= best.objective * (1 - 1e-12), method
+
+
+def test_auto_chooses_the_dp_and_parametric_refuses() -> None:
+    problem = _training(random_problem(2, 6, tightness=0.8), 2, "1f1b")
+    part = solve(problem)
+    assert part.method == "dp" and "training" in (part.selection or "")
+    with pytest.raises(InvalidInputError, match="training") as info:
+        solve(problem, "parametric")
+    assert info.value.field == "method"
+
+
+def test_bad_training_input_names_the_field() -> None:
+    base = random_problem(1, 4)
+    cases = [
+        (dict(schedule="zb"), "schedule"),
+        (dict(microbatches=0), "microbatches"),
+        (dict(stash_bytes=[-1, 0, 0, 0]), "stash_bytes"),
+        (dict(backward_latency_s=[1.0, math.nan, 0.0, 0.0]), "backward_latency_s"),
+    ]
+    good = dict(schedule="1f1b", microbatches=2, backward_latency_s=[1.0] * 4,
+                stash_bytes=[1] * 4, train_state_bytes=[0] * 4)
+    for change, field in cases:
+        with pytest.raises(InvalidInputError) as info:
+            base.replace(training=Training(**{**good, **change}))
+        assert info.value.field == field
+    with pytest.raises(InvalidInputError, match="one per layer"):
+        base.replace(training=Training(**{**good, "stash_bytes": [1] * 3,
+                                          "backward_latency_s": [1.0] * 3,
+                                          "train_state_bytes": [0] * 3}))
+    with pytest.raises(InvalidInputError, match="2\\^62") as big:
+        base.replace(training=Training(**{**good, "microbatches": 10**6,
+                                          "stash_bytes": [2**50] * 4}))
+    assert big.value.field == "microbatches"
+
+
+def test_a_layer_too_big_for_any_stage_is_diagnosed() -> None:
+    base = Problem(names=("a", "b"), weight_bytes=[10, 10], activation_bytes=[1, 1],
+                   buffer_bytes=[0, 0], latency_s=[1.0, 1.0], capacity_bytes=100, max_stages=2,
+                   link=Link(1e9, 0.0))
+    big = base.replace(training=Training("1f1b", 3, [2.0, 2.0], [0, 0], [95, 0]))
+    part = solve(big, "dp")
+    assert part.status is Status.INFEASIBLE
+    assert "layer 'a'" in (part.diagnosis or "") and "105 bytes" in (part.diagnosis or "")
