@@ -30,7 +30,7 @@ from ..frontend.sources import load_model
 from ..hardware.catalogue import capacity_for
 from ..hardware.cluster import PAPER_CLUSTER, Cluster
 from ..hardware.footprint import Workload
-from ..plan.simulate import simulate
+from ..plan.simulate import Phase, simulate
 
 __all__ = ["PAPER_CLAIMS", "PaperReport", "Scenario", "run_paper"]
 
@@ -113,7 +113,7 @@ def _scenario(name: str, method: str, capacity: str, problem: Problem,
     times = [c.time_s for c in evaluate(problem, bounds, tp_degrees=tp)]
     m = math.ceil(workload.batch / workload.sequences)
     per_mb = workload.tokens_per_step
-    phase = "decode" if workload.phase == "decode" else "prefill"  # the paper serves
+    phase: Phase = "decode" if workload.phase == "decode" else "prefill"  # the paper serves
     sim = simulate(times, m, tokens_per_microbatch=per_mb, phase=phase,
                    tokens=workload.batch * (workload.seq_len if workload.phase == "prefill" else 1))
     return Scenario(name, method, capacity, "feasible", sum(degrees), len(degrees), degrees,

@@ -49,7 +49,7 @@ from ..core.errors import InvalidInputError
 from ..core.link import check_whole
 from .types import Plan
 
-__all__ = ["KV_ASSUMPTION", "KvServing", "SimResult", "Slot", "kv_serving", "simulate",
+__all__ = ["KV_ASSUMPTION", "KvServing", "Phase", "SimResult", "Slot", "kv_serving", "simulate",
            "simulate_plan"]
 
 Phase = Literal["prefill", "decode"]
