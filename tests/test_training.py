@@ -195,3 +195,128 @@ def test_a_layer_too_big_for_any_stage_is_diagnosed() -> None:
     part = solve(big, "dp")
     assert part.status is Status.INFEASIBLE
     assert "layer 'a'" in (part.diagnosis or "") and "105 bytes" in (part.diagnosis or "")
+
+
+# ----- through the CLI ---------------------------------------------------------------------
+def _train_plan(tmp_path, *extra: str, name: str = "train.json") -> dict:
+    import json
+
+    from solver.cli import main
+
+    out = tmp_path / name
+    code = main(["solve", "llama3-8b", "--phase", "train", "--batch", "16", "--micro-batch", "1",
+                 "--seq", "2048", "--devices", "4", "--capacity", "hbm", "-q", "-o", str(out),
+                 *extra])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def test_cli_training_plan_records_the_schedule(tmp_path, capsys) -> None:
+    plan = _train_plan(tmp_path, "--recompute", "selective")
+    wl = plan["workload"]
+    assert (wl["phase"], wl["schedule"], wl["microbatches"]) == ("train", "1f1b", 16)
+    assert (wl["optimizer"], wl["precision"], wl["recompute"]) == ("adam", "mixed", "selective")
+    stages = plan["stages"]
+    assert [st["microbatches_in_flight"] for st in stages] == [4, 3, 2, 1]
+    for st in stages:
+        assert st["latency_s"] == pytest.approx(st["forward_s"] + st["backward_s"]
+                                                + st["transfer_in_s"] + st["transfer_out_s"])
+        assert st["kv_capacity_tokens"] is None
+    assert stages[-1]["transfer_out_s"] == 0.0 and stages[0]["transfer_in_s"] == 0.0
+    pred = plan["predicted"]
+    assert pred["schedule"] == "1f1b" and pred["microbatches"] == 16
+    assert 0 < pred["mfu"] < 1 and 0 < pred["bubble_fraction"] < 1
+    assert pred["tokens_per_s"] == pytest.approx(16 * 2048 / pred["step_s"])
+    # the schedule simulator's step for these stages, recomputed here
+    from solver import simulate_training
+
+    sim = simulate_training([st["forward_s"] + st["transfer_in_s"] for st in stages],
+                            [st["backward_s"] + st["transfer_out_s"] for st in stages], 16,
+                            "1f1b")
+    assert pred["step_s"] == pytest.approx(sim.step_s)
+    # each stage's memory from the model's own layer fields: weights + optimizer state +
+    # buffers + its stashes x micro-batches in flight; mixed Adam keeps 14 bytes a parameter
+    from solver import Workload, load_model
+
+    graph = load_model("llama3-8b", Workload(batch=16, micro_batch=1, seq_len=2048,
+                                             phase="train", recompute="selective")).graph
+    nodes = graph.graph.nodes
+    for st in stages:
+        rows = [nodes[name] for name in st["layers"]]
+        assert all(r["train_state_bytes"] == 7 * r["weight_bytes"] for r in rows)
+        expected = sum(r["weight_bytes"] + r["train_state_bytes"] + r["buffer_bytes"]
+                       for r in rows) + st["microbatches_in_flight"] * sum(
+            r["stash_bytes"] for r in rows)
+        assert st["memory_bytes"] == expected
+
+
+def test_cli_training_gpipe_needs_more_memory(tmp_path, capsys) -> None:
+    from solver.cli import main
+
+    one = _train_plan(tmp_path, name="one.json")
+    gp = _train_plan(tmp_path, "--schedule", "gpipe", "--microbatches", "4", name="gp.json")
+    assert [st["microbatches_in_flight"] for st in gp["stages"]] == [4, 4, 4, 4]
+    assert max(st["memory_bytes"] for st in gp["stages"][1:]) > \
+        max(st["memory_bytes"] for st in one["stages"][1:])
+    code = main(["solve", "llama3-8b", "--phase", "train", "--batch", "64", "--micro-batch", "1",
+                 "--seq", "4096", "--devices", "4", "--capacity", "hbm", "--schedule", "gpipe",
+                 "-q"])
+    err = capsys.readouterr().err
+    assert code == 3 and "gpipe" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_training_simulate_export_and_run(tmp_path, capsys) -> None:
+    import json
+
+    from solver.cli import main
+
+    plan = _train_plan(tmp_path)
+    path = str(tmp_path / "train.json")
+    assert main(["simulate", path, "--json"]) == 0
+    sim = json.loads(capsys.readouterr().out)
+    assert sim["step_s"] == pytest.approx(plan["predicted"]["step_s"])
+    assert sim["mfu"] == pytest.approx(plan["predicted"]["mfu"])
+    assert main(["simulate", path, "-M", "32", "--json"]) == 0
+    more = json.loads(capsys.readouterr().out)
+    assert more["microbatches"] == 32 and more["bubble_fraction"] < sim["bubble_fraction"]
+    assert main(["export", path, "--to", "megatron", "--json"]) == 0
+    args = json.loads(capsys.readouterr().out)["args"]
+    flag = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
+    assert flag["--micro-batch-size"] == "1" and flag["--global-batch-size"] == "16"
+    assert main(["export", path, "--to", "torchtitan", "--json"]) == 0
+    par = json.loads(capsys.readouterr().out)["config"]["parallelism"]
+    assert par["pipeline_parallel_schedule"] == "1F1B"
+    for target in ("vllm", "torchgpipe"):
+        assert main(["export", path, "--to", target]) == 2
+        assert "--" in capsys.readouterr().err
+    assert main(["run", path, "--nproc", "4"]) == 2
+    assert "training plan" in capsys.readouterr().err
+
+
+def test_cli_chain_trains_with_its_own_fields(tmp_path, capsys) -> None:
+    import json
+
+    from solver.cli import main
+
+    chain = {"name": "c", "layers": [
+        {"name": f"l{i}", "weight_bytes": 100, "activation_bytes": 10, "buffer_bytes": 0,
+         "latency_s": 1.0, "backward_latency_s": 3.0, "stash_bytes": 40,
+         "train_state_bytes": 200} for i in range(4)]}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(chain))
+    out = tmp_path / "p.json"
+    assert main(["solve", str(path), "--phase", "train", "--microbatches", "2", "--devices", "2",
+                 "--capacity", "1000", "-q", "-o", str(out)]) == 0
+    assert "do not apply" not in capsys.readouterr().err
+    plan = json.loads(out.read_text())
+    # two layers a stage: 2 x 300 fixed + in-flight (2 first, 1 last) x 2 x 40
+    assert [st["memory_bytes"] for st in plan["stages"]] == [600 + 160, 600 + 80]
+    assert plan["objective"]["max_stage_latency_s"] == pytest.approx(8.0)
+    assert main(["solve", str(path), "--schedule", "gpipe", "--devices", "2", "--capacity",
+                 "1000", "-q"]) == 0
+    assert "--phase train only" in capsys.readouterr().err
+    chain["layers"][0]["stash_bytes"] = "lots"
+    path.write_text(json.dumps(chain))
+    assert main(["solve", str(path), "--phase", "train", "--devices", "2", "--capacity", "1000",
+                 "-q"]) == 2
+    assert "stash_bytes" in capsys.readouterr().err

@@ -98,6 +98,8 @@ def kv_refusal(problem: Problem) -> str | None:
                 "and Hugging Face models compute it), and this model gives none")
     if not kv.any():
         return "every layer's kv_bytes_per_token is 0: no stage holds KV cache to maximise"
+    if problem.training is not None:
+        return "is a serving objective; a training step holds no KV cache (plan without --phase train)"
     if problem.tensor_parallel is not None:
         return ("is not solved with tensor parallelism (split weights round per device, so the "
                 "KV search would not be exact): plan without --tp, or with --tp 1")

@@ -88,10 +88,14 @@ def solve_train_dp(problem: Problem, options: SolveOptions) -> Partition:
 
 def _no_plan(problem: Problem) -> str:
     tr = _training(problem)
-    per = "M" if tr.schedule == "gpipe" else "min(P - j, M)"
+    if tr.schedule == "gpipe":
+        per, ways = "M", "more devices, fewer micro-batches, 1f1b or activation recompute"
+    else:
+        per, ways = "min(P - j, M)", "more devices, smaller micro-batches, activation " \
+            "recompute or leaner optimizer state"
     return (f"no plan of at most {problem.max_stages} stages fits: under {tr.schedule} with "
-            f"M = {tr.microbatches} micro-batches, stage j of P keeps {per} stashes; more "
-            "devices, fewer micro-batches, 1f1b or activation recompute make room")
+            f"M = {tr.microbatches} micro-batches, stage j of P keeps {per} stashes beside its "
+            f"weights and optimizer state; {ways} make room")
 
 
 def solve_train_greedy(problem: Problem, options: SolveOptions) -> Partition:

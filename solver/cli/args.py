@@ -38,6 +38,7 @@ __all__ = [
     "options_from_args",
     "problem_from_args",
     "warn",
+    "with_training",
 ]
 
 SEQ_DEFAULT = 2048
@@ -45,7 +46,8 @@ MODEL_HELP = ("a zoo name (see `cachepart zoo`), a spec .yaml, a Hugging Face co
               "JSON, or a torch module factory file.py:factory / package.module:factory")
 _WORKLOAD_DEFAULTS: dict[str, Any] = {
     "batch": None, "micro_batch": None, "seq": SEQ_DEFAULT, "phase": "prefill", "dtype": "bf16",
-    "weight_dtype": None, "attention": "fused", "granularity": "block"}
+    "weight_dtype": None, "attention": "fused", "granularity": "block", "optimizer": "adam",
+    "precision": "mixed", "recompute": "none"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -109,7 +111,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="sequences in flight per stage (default: the whole batch)")
     g.add_argument("--seq", type=int, default=SEQ_DEFAULT,
                    help="tokens per sequence; the context length when decoding (default 2048)")
-    g.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
+    g.add_argument("--phase", choices=["prefill", "decode", "train"], default="prefill",
+                   help="prefill (default), decode, or train: a forward and backward pass under "
+                        "a pipeline schedule (--schedule; with a chain JSON too)")
     g.add_argument("--dtype", choices=list(DTYPE_BYTES), default="bf16",
                    help="weight and activation dtype (default bf16)")
     g.add_argument("--weight-dtype", choices=list(DTYPE_BYTES), default=None,
@@ -121,6 +125,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="h100-sxm",
                    help=f"device for tier capacities and latencies (default h100-sxm; "
                         f"known: {', '.join(DEVICES)})")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                   help="--phase train: the optimizer whose state each device holds (default "
+                        "adam; sgd with momentum)")
+    g.add_argument("--precision", choices=["mixed", "bf16"], default="mixed",
+                   help="--phase train: mixed (bf16 weights and gradients, fp32 master weights "
+                        "and optimizer state: 16 bytes a parameter with adam; default) or bf16 "
+                        "(everything in bf16)")
+    g.add_argument("--recompute", choices=["none", "selective", "full"], default="none",
+                   help="--phase train: activation recomputation (Korthikanti et al. 2022): "
+                        "none (default), selective (attention scores), full (each block's input "
+                        "kept, its forward run again)")
     g.add_argument("--input-shape", default=None, metavar="B,S",
                    help="sample input shape for a torch module MODEL, for example 8,128")
     g.add_argument("--input-dtype", default=None, choices=["float32", "bfloat16", "float16",
@@ -147,6 +162,12 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="with --cluster: ordered (stage j on rank j) or free (the solver picks "
                         "the devices and their order); default ordered for one device kind, "
                         "free for several")
+    p.add_argument("--schedule", choices=["gpipe", "1f1b"], default=None,
+                   help="--phase train: the pipeline schedule (default 1f1b): stage j of P "
+                        "keeps M micro-batches' stashes under gpipe, min(P - j, M) under 1f1b")
+    p.add_argument("--microbatches", type=int, default=None, metavar="M",
+                   help="--phase train: micro-batches per step (default ceil(batch / "
+                        "micro-batch))")
     p.add_argument("--memory-model", choices=[m.value for m in MemoryModel],
                    default=MemoryModel.ADDITIVE.value,
                    help="additive: sum of weights+activations+buffers (the paper's, default); "
@@ -169,7 +190,9 @@ def _workload(args: argparse.Namespace) -> Workload:
         seq = shape[1]  # token ids (B, S): the traced sequence length
     return Workload(batch=batch, seq_len=seq, phase=args.phase,
                     micro_batch=args.micro_batch, weight_dtype=args.weight_dtype or args.dtype,
-                    activation_dtype=args.dtype, attention=args.attention)
+                    activation_dtype=args.dtype, attention=args.attention,
+                    optimizer=args.optimizer, precision=args.precision,
+                    recompute=args.recompute)
 
 
 def _check_profile(profile: Any, loaded: LoadedModel, path: str) -> None:
@@ -201,7 +224,8 @@ def load_from_args(args: argparse.Namespace, tier: str | None = None) -> LoadedM
                         input_dtype=args.input_dtype, tier=tier)
     if loaded.kind == "chain":
         given = [f"--{name.replace('_', '-')}" for name, default in _WORKLOAD_DEFAULTS.items()
-                 if getattr(args, name, default) != default]
+                 if getattr(args, name, default) != default
+                 and not (name == "phase" and args.phase == "train")]  # a chain trains too
         if given:
             loaded.warnings.append(f"{', '.join(given)}: a chain JSON carries its own sizes and "
                                    "times; these options do not apply to it")
@@ -234,7 +258,23 @@ def problem_from_args(args: argparse.Namespace) -> tuple[LoadedModel, Problem, s
     capacity, tier = capacity_for(args.capacity, get_device(args.device))
     loaded = load_from_args(args, tier)
     problem = problem_from_graph(loaded.graph, capacity, args.devices, args.memory_model)
-    return loaded, problem, tier
+    return loaded, with_training(args, loaded, problem), tier
+
+
+def with_training(args: argparse.Namespace, loaded: LoadedModel, problem: Problem) -> Problem:
+    """--phase train: the problem under --schedule with --microbatches (solver/core/
+    training.py); otherwise those options are warned about and the problem is returned as is."""
+    from ..frontend.lower import training_for
+
+    schedule, microbatches = getattr(args, "schedule", None), getattr(args, "microbatches", None)
+    if args.phase != "train":
+        if schedule is not None or microbatches is not None:
+            warn("--schedule and --microbatches apply to --phase train only; ignored")
+        return problem
+    if microbatches is None:
+        workload = _workload(args)
+        microbatches = -(-workload.batch // workload.sequences)
+    return problem.replace(training=training_for(loaded.graph, schedule or "1f1b", microbatches))
 
 
 def _cluster_problem(args: argparse.Namespace) -> tuple[LoadedModel, Problem, str | None]:
@@ -292,7 +332,7 @@ def _cluster_problem(args: argparse.Namespace) -> tuple[LoadedModel, Problem, st
         warn(f"--devices {k} exceeds the {cluster.size} devices of cluster {cluster.name!r}; "
              f"at most {cluster.size} are used")
     problem = problem_from_graph(graph, capacities[first.name], k, args.memory_model, fleet=fleet)
-    return loaded, problem, tiers[first.name]
+    return loaded, with_training(args, loaded, problem), tiers[first.name]
 
 
 def options_from_args(args: argparse.Namespace, **extra: Any) -> SolveOptions:

@@ -1,19 +1,23 @@
-"""``cachepart simulate PLAN``: run a plan through the GPipe forward simulator and report it."""
+"""``cachepart simulate PLAN``: run a plan through the GPipe forward simulator (a training plan:
+its GPipe or 1F1B step, plan/schedule.py) and report it."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import TYPE_CHECKING
 
 from ..core.errors import InvalidInputError
+from ..core.link import check_whole
 from .exit_codes import ExitCode
 from .tables import format_table
 
 if TYPE_CHECKING:
+    from ..plan import Plan, TrainSim
     from ..plan.simulate import KvServing, SimResult
 
-__all__ = ["kv_report", "register", "report", "run"]
+__all__ = ["kv_report", "register", "report", "run", "train_report"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -71,6 +75,25 @@ def report(result: SimResult, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def train_report(sim: TrainSim, title: str = "") -> str:
+    """A training step under its schedule: headline numbers, then each stage's passes."""
+    rows = [{"stage": j, "forward_s": f"{f:.6g}", "backward_s": f"{b:.6g}",
+             "busy": f"{u:.1%}", "in_flight": k}
+            for j, (f, b, u, k) in enumerate(zip(sim.forward_s, sim.backward_s,
+                                                 sim.busy_fraction, sim.peak_in_flight,
+                                                 strict=True))]
+    mfu = "-  (no device peak or FLOPs in the plan)" if sim.mfu is None else f"{sim.mfu:.1%}"
+    lines = [
+        f"{title}{sim.stages} stages, {sim.microbatches} micro-batches, {sim.schedule}",
+        f"step               {_seconds(sim.step_s)}  (every micro-batch forward and backward)",
+        f"tokens/s           {_rate(sim.tokens_per_s)}",
+        f"bubble fraction    {sim.bubble_fraction:.1%}",
+        f"MFU                {mfu}",
+        format_table(rows),
+    ]
+    return "\n".join(lines)
+
+
 def kv_report(serving: KvServing) -> str:
     """The serving lines: capacity, sequences at the context length, decode throughput."""
     lines = [
@@ -91,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from ..plan.simulate import kv_serving
 
     plan = load_plan(args.plan)
+    if plan.workload.get("phase") == "train":
+        return _run_training(args, plan)
     try:
         serving = None if args.context is None else kv_serving(plan, args.context)
     except InvalidInputError as exc:
@@ -116,4 +141,30 @@ def run(args: argparse.Namespace) -> int:
         print(report(result, f"{plan.model.name} ({plan.method}{where}): "))
         if serving is not None:
             print(kv_report(serving))
+    return ExitCode.OK
+
+
+def _run_training(args: argparse.Namespace, plan: Plan) -> int:
+    """A training plan: its step under its schedule, with --microbatches M if given."""
+    from ..plan.build import train_simulation
+
+    if args.context is not None or args.decode_steps != 1:
+        raise InvalidInputError("--context and --decode-steps apply to serving plans; this is "
+                                "a training plan", field="context")
+    planned = plan.predicted
+    base = train_simulation(plan)
+    sim = base
+    if args.microbatches is not None:
+        m = check_whole(args.microbatches, "microbatches")
+        sim = train_simulation(dataclasses.replace(
+            plan, workload={**plan.workload, "microbatches": m}))
+    mfu = planned.get("mfu")
+    if isinstance(mfu, float) and sim.step_s > 0:
+        # the same FLOPs per micro-batch: utilisation scales with micro-batches per second
+        mfu *= (sim.microbatches / sim.step_s) / (base.microbatches / base.step_s)
+        sim = dataclasses.replace(sim, mfu=mfu)
+    if args.json:
+        print(json.dumps(sim.to_dict(with_slots=False), indent=2))
+    else:
+        print(train_report(sim, f"{plan.model.name} ({plan.method}): "))
     return ExitCode.OK

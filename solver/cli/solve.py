@@ -77,6 +77,11 @@ def stage_table(plan: Any) -> str:
             row["device"] = f"{st.device_rank} ({st.device_type}, node {st.node})"
         if st.resident_layers is not None:
             row["resident"] = f"{len(st.resident_layers)}/{len(st.layers)}"
+        if st.forward_s is not None:  # a training plan: the passes and the stashes held
+            row = {**{k: v for k, v in row.items() if k not in ("compute_s", "transfer_s")},
+                   "forward_s": st.forward_s, "backward_s": st.backward_s,
+                   "transfer_s": st.transfer_in_s + (st.transfer_out_s or 0.0),
+                   "in_flight": st.microbatches_in_flight, "latency_s": st.latency_s}
         rows.append(row)
     bottleneck = plan.objective["max_stage_latency_s"]
     sol = plan.solver
@@ -100,7 +105,14 @@ def stage_table(plan: Any) -> str:
                      "optimal")
     if sol.info.get("why"):
         lines.append(f"method chosen by auto: {sol.info['why']}")
-    if tps is not None:
+    pred = plan.predicted
+    if "step_s" in pred:  # a training plan: its step under the schedule
+        mfu = "" if pred.get("mfu") is None else f", MFU {pred['mfu']:.1%}"
+        rate = "" if tps is None else f": {tps:,.0f} tokens/s"
+        lines.append(f"predicted step {pred['step_s']:.4g} s for {pred['microbatches']} "
+                     f"micro-batches under {pred['schedule']}{rate}, bubble "
+                     f"{pred['bubble_fraction']:.1%}{mfu}")
+    elif tps is not None:
         unit = plan.workload.get("throughput_unit", "tokens")
         lines.append(f"predicted {tps:,.0f} {unit}/s at steady state")
     kv = plan.objective.get("kv_capacity_tokens")

@@ -1,5 +1,6 @@
 """Building a Plan from an answer: stage tables from the problem's own formulas, the
-objective, and the predictions of the GPipe simulator (plan/simulate.py)."""
+objective, and the predictions of the GPipe simulator (plan/simulate.py), or for a training
+plan of its schedule's (plan/schedule.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from ..core.problem import Problem
 from ..core.status import Status
 from ..frontend.chain import chain_to_dict
 from ..frontend.graph import LayerGraph
+from ..hardware.catalogue import get_device
+from .schedule import TrainSim, simulate_training
 from .simulate import simulate_plan
 from .types import HardwareInfo, ModelInfo, Plan, SolverInfo, StagePlan
 
-__all__ = ["build_plan", "cluster_record", "fingerprint"]
+__all__ = ["build_plan", "cluster_record", "fingerprint", "train_simulation"]
 
 
 def fingerprint(graph: LayerGraph, name: str | None = None) -> str:
@@ -33,6 +36,7 @@ def fingerprint(graph: LayerGraph, name: str | None = None) -> str:
     for layer in doc["layers"]:
         layer.pop("latency_s", None)
         layer.pop("kv_bytes_per_token", None)  # derived data: plans made before it still match
+        layer.pop("backward_latency_s", None)  # a time, as latency_s
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -72,16 +76,27 @@ def build_plan(
     resident = partition.resident
     costs = evaluate(problem, partition.bounds, tp_degrees=partition.tp_degrees,
                      resident=resident, ranks=partition.ranks)
-    kv_tokens = stage_kv_tokens(problem, costs)
-    has_kv = problem.kv_bytes_per_token is not None
+    # KV capacity is a serving figure: a training step holds no KV cache
+    has_kv = problem.kv_bytes_per_token is not None and problem.training is None
+    kv_tokens = stage_kv_tokens(problem, costs) if has_kv else [None] * len(costs)
     fleet = problem.fleet
+    tr = problem.training
     stages = []
     for j, cost in enumerate(costs):
         s, e, rank = cost.start, cost.end, cost.rank
+        train: dict[str, Any] = {}
+        if tr is not None:
+            forward = float(problem.prefix_latency[e] - problem.prefix_latency[s])
+            out = float(problem.transfer_s[e]) if e < problem.n else 0.0
+            train = {"forward_s": forward,
+                     "backward_s": float(tr.backward_latency_s[s:e].sum()),
+                     "transfer_out_s": out,
+                     "microbatches_in_flight": tr.in_flight(len(costs) - j)}
         stages.append(StagePlan(
             index=j, device_rank=rank, layers=problem.names[s:e], memory_bytes=cost.memory_bytes,
             headroom_bytes=cost.capacity_bytes - cost.memory_bytes, latency_s=cost.time_s,
-            compute_s=cost.time_s - cost.transfer_in_s, transfer_in_s=cost.transfer_in_s,
+            compute_s=cost.time_s - cost.transfer_in_s - train.get("transfer_out_s", 0.0),
+            transfer_in_s=cost.transfer_in_s,
             tp_degree=cost.tp_degree,
             resident_layers=None if resident is None else
             tuple(problem.names[i] for i in range(s, e) if resident[i]),
@@ -89,10 +104,13 @@ def build_plan(
             node=None if fleet is None else fleet.rank_node[rank],
             kv_bytes_per_token=problem.stage_kv_bytes(s, e) if has_kv else None,
             kv_capacity_tokens=kv_tokens[j],
+            **train,
         ))
     times = [st.latency_s for st in stages]
     bottleneck = max(times)
     workload = dict(workload if workload is not None else graph.metadata.get("workload", {}))
+    if tr is not None:
+        workload.update(phase="train", schedule=tr.schedule, microbatches=tr.microbatches)
     tokens = _tokens_per_microbatch(workload)
     plan = Plan(
         model=ModelInfo(graph.name, fingerprint(graph), problem.n, source,
@@ -123,6 +141,8 @@ def build_plan(
         },
         engine=engine,
     )
+    if tr is not None:
+        return _with_training(plan, graph, device)
     return _with_simulation(plan)
 
 
@@ -146,6 +166,39 @@ def _record(partition: Partition) -> dict[str, Any]:
     if partition.selection is not None:
         record.update(chosen_by="auto", why=partition.selection)
     return record
+
+
+def _with_training(plan: Plan, graph: LayerGraph, device: str | None) -> Plan:
+    """A training plan's predictions: one step under its schedule (plan/schedule.py), with the
+    model FLOPs utilisation where the device's peak is known."""
+    wl = plan.workload
+    flops = sum(float(graph.graph.nodes[n].get("flops", 0.0)) for n in graph.order())
+    peak = None
+    if device is not None and flops > 0:
+        peak = get_device(device).peak(str(wl.get("activation_dtype", "bf16")))
+    sim = train_simulation(plan, flops_per_microbatch=3 * flops if flops > 0 else None,
+                           peak_flops=peak)
+    bottleneck = plan.objective["max_stage_latency_s"]
+    predicted = {"microbatches_per_s": 1.0 / bottleneck if bottleneck > 0 else 0.0,
+                 "step_s": sim.step_s, "microbatches": sim.microbatches,
+                 "schedule": sim.schedule, "bubble_fraction": sim.bubble_fraction,
+                 "tokens_per_s": sim.tokens_per_s, "mfu": sim.mfu}
+    return dataclasses.replace(plan, predicted=predicted)
+
+
+def train_simulation(plan: Plan, *, flops_per_microbatch: float | None = None,
+                     peak_flops: float | None = None) -> TrainSim:
+    """Simulate a training plan's step: stage j's forward is its forward pass and inbound
+    transfer, its backward the backward pass and the gradient transfer it is charged."""
+    forward = [(st.forward_s or 0.0) + st.transfer_in_s for st in plan.stages]
+    backward = [(st.backward_s or 0.0) + (st.transfer_out_s or 0.0) for st in plan.stages]
+    wl = plan.workload
+    micro = wl.get("micro_batch") or wl.get("batch")
+    seq = wl.get("seq_len")
+    tokens = micro * seq if isinstance(micro, int) and isinstance(seq, int) else None
+    return simulate_training(forward, backward, int(wl["microbatches"]), wl["schedule"],
+                             tokens_per_microbatch=tokens,
+                             flops_per_microbatch=flops_per_microbatch, peak_flops=peak_flops)
 
 
 def _with_simulation(plan: Plan) -> Plan:

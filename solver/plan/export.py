@@ -378,10 +378,71 @@ def export_plan(plan: Plan, target: str) -> Export:
     if target not in TARGETS:
         raise InvalidInputError(f"unknown target {target!r} (known: {', '.join(TARGETS)})",
                                 field="to")
+    training = plan.workload.get("phase") == "train"
+    if training and target in (*_COUNTING, "accelerate"):
+        raise _refuse(f"{_title(target)} serves (forward passes only); this is a training plan: "
+                      "export it to megatron, torchtitan, deepspeed, pipelining or torchgpipe")
     split = _split(plan, target)
     if target in _COUNTING:
         return _counting(plan, split, target)
     exporters = {"megatron": _megatron, "torchtitan": _torchtitan, "deepspeed": _deepspeed,
                  "torchgpipe": _torchgpipe, "pipelining": _pipelining,
                  "accelerate": _accelerate}
-    return exporters[target](plan, split)
+    export = exporters[target](plan, split)
+    return _with_training(export, plan) if training else export
+
+
+def _with_training(export: Export, plan: Plan) -> Export:
+    """A training plan's schedule, micro-batches and recompute in the target's own terms."""
+    wl = plan.workload
+    schedule, m = wl.get("schedule", "1f1b"), int(wl.get("microbatches", 1))
+    micro = int(wl.get("micro_batch") or wl.get("batch") or 1)
+    seq = wl.get("seq_len")
+    recompute, optimizer = wl.get("recompute", "none"), wl.get("optimizer", "adam")
+    args, config, notes = list(export.args), dict(export.config), list(export.notes)
+    title = _title(export.target)
+    if export.target == "megatron":
+        if schedule != "1f1b":
+            raise _refuse("Megatron-Core runs 1F1B (interleaved with virtual stages), not GPipe; "
+                          "this plan's memory assumes gpipe: solve again with --schedule 1f1b")
+        args += ["--micro-batch-size", str(micro), "--global-batch-size", str(micro * m),
+                 "--optimizer", optimizer]
+        if seq is not None:
+            args += ["--seq-length", str(seq)]
+        if recompute == "selective":
+            args += ["--recompute-granularity", "selective"]
+        elif recompute == "full":
+            args += ["--recompute-granularity", "full", "--recompute-method", "uniform",
+                     "--recompute-num-layers", "1"]
+        if wl.get("precision", "mixed") == "mixed":
+            args.append("--bf16")
+        else:
+            notes.append("pure bf16 training (no fp32 main weights) has no flag here: --bf16 "
+                         "keeps fp32 main weights and optimizer state, 16 bytes a parameter")
+        notes.append(f"global batch = micro-batch x {m} micro-batches (data parallel size 1); "
+                     "megatron/training/arguments.py")
+    elif export.target == "torchtitan":
+        par = dict(config.get("parallelism", {}))
+        par.update(pipeline_parallel_schedule="1F1B" if schedule == "1f1b" else "GPipe",
+                   pipeline_parallel_microbatch_size=micro)
+        config["parallelism"] = par
+        config["training"] = {"local_batch_size": micro * m, **({} if seq is None else
+                                                               {"seq_len": seq})}
+        config["activation_checkpoint"] = {"mode": recompute}
+        if optimizer != "adam":
+            notes.append(f"optimizer {optimizer}: torchtitan's optimizers are Adam and AdamW; "
+                         "the plan's memory counts SGD's smaller state")
+    elif export.target == "deepspeed":
+        config.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=m)
+        if schedule != "1f1b":
+            notes.append("DeepSpeed's TrainSchedule interleaves forwards and backwards (1F1B); "
+                         "under it each stage holds at most as many stashes as GPipe would")
+    elif export.target == "pipelining":
+        config.update(schedule="Schedule1F1B" if schedule == "1f1b" else "ScheduleGPipe",
+                      n_microbatches=m)
+    elif export.target == "torchgpipe":
+        if schedule != "gpipe":
+            raise _refuse(f"{title} runs GPipe (every forward before the first backward); this "
+                          "plan's memory assumes 1f1b: solve again with --schedule gpipe")
+        config.update(chunks=m, checkpoint="always" if recompute == "full" else "never")
+    return Export(export.target, dict(export.env), args, config, notes)

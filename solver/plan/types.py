@@ -32,9 +32,11 @@ __all__ = [
     "plan_schema",
 ]
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 """1.1: stages may carry device_type and node, hardware may carry the cluster. 1.2: the
-engine the plan was shaped for. 1.3: KV capacity per stage and per plan, the objective's name."""
+engine the plan was shaped for. 1.3: KV capacity per stage and per plan, the objective's name.
+1.4: training plans (each stage's forward, backward, outbound transfer and micro-batches in
+flight; the schedule's predictions)."""
 
 
 @lru_cache(maxsize=1)
@@ -115,6 +117,16 @@ class StagePlan:
     kv_capacity_tokens: int | None = None
     """Tokens of KV cache the stage's free memory (headroom, per device) holds, the KV split
     over its tp_degree devices; None when it holds no KV."""
+    forward_s: float | None = None
+    """Training plans: the forward pass of one micro-batch (compute only); None otherwise."""
+    backward_s: float | None = None
+    """Training plans: the backward pass of one micro-batch, recompute included."""
+    transfer_out_s: float | None = None
+    """Training plans: the gradient of the stage's last activation across the cut after it
+    (0 for the last stage), as the training problem charges it (solver/core/training.py)."""
+    microbatches_in_flight: int | None = None
+    """Training plans: the micro-batches whose stashes the stage holds at once (M under GPipe,
+    min(P - j, M) under 1F1B)."""
 
 
 @dataclass(frozen=True)

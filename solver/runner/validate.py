@@ -377,6 +377,10 @@ def prepare_run(plan: Plan, world_size: int, *, microbatches: int | None = None,
     when one is given, else the plan's source's), the model kind, the layers, micro-batches,
     input ids, generation."""
     check_world_size(plan, world_size)
+    if plan.workload.get("phase") == "train":
+        raise InvalidInputError("plan workload.phase: 'train': this runner runs forward passes "
+                                "(serving); hand a training plan to its engine: cachepart "
+                                "export --to megatron|torchtitan|deepspeed|pipelining")
     workload = plan_workload(plan)
     if workload.phase != "prefill" and generate < 2:
         raise InvalidInputError(f"plan workload.phase: {workload.phase!r}: a decode plan runs "
