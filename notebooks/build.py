@@ -245,6 +245,42 @@ roomier = table[table["plan"] == "kv-capacity"].groupby(["model", "engine"]).agg
     best_kv_ratio=("kv_vs_default", "max"))
 faster.join(roomier)"""),
     ("md", """\
+## Training: Megatron's even split against the optimum, Llama-3-70B on 2 x 8 H100
+
+One step of 64 sequences of 4,096 tokens, micro-batches of one sequence, 1F1B over 16 pipeline
+stages (one H100 SXM each, no tensor or data parallelism), under each precision (mixed: bf16
+weights and gradients with fp32 master weights and Adam state, 16 bytes a parameter; bf16: 8)
+and activation recomputation (Korthikanti et al. 2022; with fused attention, selective
+recompute saves nothing more). Megatron splits the 80 blocks evenly (5 a stage, the embedding
+on the first and the head on the last); the optimum is `solve --phase train --engine
+megatron`. `fits` False is an out-of-memory at the step's peak."""),
+    ("code", """\
+from solver.analysis import TRAIN_COLUMNS, train_rows
+
+cases = [("mixed", "none"), ("mixed", "full"), ("bf16", "selective"), ("bf16", "full")]
+train = []
+for precision, recompute in cases:
+    wl = Workload(batch=64, micro_batch=1, seq_len=4096, phase="train", precision=precision,
+                  recompute=recompute)
+    train += train_rows("llama3-70b", 16, wl, engine="megatron")
+training = pd.DataFrame([vars(r) for r in train])
+training[TRAIN_COLUMNS].to_csv(RESULTS / "engines_training.csv", index=False)
+training[["plan", "precision", "recompute", "blocks_per_stage", "fits",
+          "max_stage_memory_bytes", "step_s", "tokens_per_s", "bubble_fraction", "mfu"]]"""),
+    ("code", """\
+# memory per stage (GiB) where both fit: 1F1B's first stage keeps 16 micro-batches' stashes,
+# the last one
+fit = training[(training["precision"] == "bf16") & (training["recompute"] == "full")]
+pd.DataFrame({row.plan: [round(b / 2**30, 1) for b in row.stage_memory_bytes]
+              for row in fit.itertuples()}).T"""),
+    ("md", """\
+Reading it: at 16 bytes a parameter the model state alone overflows these 16 devices whatever
+the split (a 70B model needs its optimizer state sharded over data-parallel ranks or fewer
+bytes a parameter); in bf16 with full recomputation both fit, and the optimum moves a block off
+the first stage (the embedding and 16 micro-batches' stashes) and off the last (the LM head's
+forward and backward), at the price of two stages of six blocks, for a shorter step and a
+smaller bubble."""),
+    ("md", """\
 Handing a plan to the engine: `cachepart export` prints the engine's knob for the plan (here the
 environment variable and flags vLLM reads)."""),
     ("code", """\

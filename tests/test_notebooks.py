@@ -19,7 +19,7 @@ EXPECTED = {
     "01_methods": ["methods_random.csv", "methods_zoo.csv", "methods_solve_time.png"],
     "02_paper": ["paper_layouts.csv", "paper.json"],
     "03_capacity_frontier": ["capacity_frontier.csv", "capacity_frontier.png"],
-    "04_engines": ["engines.csv", "llama3-8b_vllm_8.json"],
+    "04_engines": ["engines.csv", "engines_training.csv", "llama3-8b_vllm_8.json"],
 }
 
 

@@ -320,3 +320,24 @@ def test_cli_chain_trains_with_its_own_fields(tmp_path, capsys) -> None:
     assert main(["solve", str(path), "--phase", "train", "--devices", "2", "--capacity", "1000",
                  "-q"]) == 2
     assert "stash_bytes" in capsys.readouterr().err
+
+
+def test_train_rows_compare_megatrons_even_split_with_the_optimum() -> None:
+    from solver import Workload
+    from solver.analysis import train_rows
+
+    wl = Workload(batch=32, micro_batch=1, seq_len=2048, phase="train", precision="bf16",
+                  recompute="full")
+    rows = train_rows("llama3-8b", 8, wl, engine="megatron")
+    by = {r.plan: r for r in rows}
+    assert by["default"].blocks_per_stage == "4,4,4,4,4,4,4,4"
+    assert sum(map(int, by["optimum"].blocks_per_stage.split(","))) == 32
+    assert by["optimum"].fits
+    assert by["optimum"].bottleneck_s <= by["default"].bottleneck_s
+    assert all(0 < r.mfu < 1 and 0 <= r.bubble_fraction < 1 for r in rows)
+    # 1F1B: with equal blocks, the first stage (8 stashes) holds more than the second-to-last
+    mem = by["default"].stage_memory_bytes
+    assert mem[0] > mem[-2]
+    assert by["default"].max_stage_memory_bytes == max(mem)
+    with pytest.raises(InvalidInputError):
+        train_rows("llama3-8b", 8, Workload(batch=4), engine="megatron")

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from .batch import RESULT_COLUMNS, Sweep, SweepTask, load_sweep, run_sweep
 from .compare import COMPARE_COLUMNS, compare, compare_table
-from .engines import ENGINE_COLUMNS, EngineRow, engine_rows, engine_table
+from .engines import (
+    ENGINE_COLUMNS,
+    TRAIN_COLUMNS,
+    EngineRow,
+    TrainRow,
+    engine_rows,
+    engine_table,
+    train_rows,
+)
 from .frontier import FrontierPoint, devices_needed, frontier_table
 from .plots import plot_devices_needed, plot_plan, plot_solve_times
 
@@ -13,10 +21,12 @@ __all__ = [
     "COMPARE_COLUMNS",
     "ENGINE_COLUMNS",
     "RESULT_COLUMNS",
+    "TRAIN_COLUMNS",
     "EngineRow",
     "FrontierPoint",
     "Sweep",
     "SweepTask",
+    "TrainRow",
     "compare",
     "compare_table",
     "devices_needed",
@@ -28,4 +38,5 @@ __all__ = [
     "plot_plan",
     "plot_solve_times",
     "run_sweep",
+    "train_rows",
 ]

@@ -28,10 +28,12 @@ from ..engines import (
     parameter_split,
     split_bounds,
 )
-from ..frontend import load_model, problem_from_graph
+from ..frontend import load_model, problem_from_graph, training_for
 from ..hardware import Workload, capacity_for, get_device
+from ..plan.schedule import Schedule, simulate_training
 
-__all__ = ["ENGINE_COLUMNS", "EngineRow", "engine_rows", "engine_table"]
+__all__ = ["ENGINE_COLUMNS", "TRAIN_COLUMNS", "EngineRow", "TrainRow", "engine_rows", "engine_table",
+           "train_rows"]
 
 ENGINE_COLUMNS = ["model", "engine", "devices", "plan", "blocks_per_stage", "fits",
                   "max_stage_memory_bytes", "bottleneck_s", "tokens_per_s", "kv_capacity_tokens",
@@ -113,3 +115,76 @@ def engine_table(rows: list[EngineRow]) -> pd.DataFrame:
     held = joined["default_kv"].astype(float).where(joined["default_kv"].astype(float) > 0)
     frame["kv_vs_default"] = (joined["kv_capacity_tokens"].astype(float) / held).to_numpy()
     return frame[ENGINE_COLUMNS]
+
+
+TRAIN_COLUMNS = ["model", "engine", "devices", "plan", "precision", "recompute",
+                 "blocks_per_stage", "fits", "max_stage_memory_bytes", "bottleneck_s", "step_s",
+                 "tokens_per_s", "bubble_fraction", "mfu"]
+
+
+@dataclass(frozen=True)
+class TrainRow:
+    model: str
+    engine: str
+    devices: int
+    plan: str
+    """default (the engine's even split) or optimum (the engine-shaped exact plan)."""
+    precision: str
+    recompute: str
+    blocks_per_stage: str
+    fits: bool
+    max_stage_memory_bytes: int
+    bottleneck_s: float
+    step_s: float
+    tokens_per_s: float
+    bubble_fraction: float
+    mfu: float
+    stage_memory_bytes: tuple[int, ...]
+    """Per stage, with its stashes at its position (1F1B: the first stage holds the most)."""
+
+
+def train_rows(model: str, devices: int, workload: Workload, *, engine: str = "megatron",
+               schedule: Schedule = "1f1b", microbatches: int | None = None,
+               device: str = "h100-sxm", capacity: str = "hbm") -> list[TrainRow]:
+    """A training step: the engine's default split (Megatron's even one) and the engine-shaped
+    optimum (when one fits), each with its memory per stage, step under the schedule (plan/
+    schedule.py) and MFU (3 x forward FLOPs per token, recompute excluded, over the devices'
+    peak)."""
+    if workload.phase != "train":
+        raise InvalidInputError(f"expected a training workload, got {workload.phase!r}",
+                                field="phase")
+    spec = get_device(device)
+    loaded = load_model(model, workload, device=device)
+    capacity_bytes, _ = capacity_for(capacity, spec)
+    m = microbatches or -(-workload.batch // workload.sequences)
+    base = problem_from_graph(loaded.graph, capacity_bytes, devices).replace(
+        training=training_for(loaded.graph, schedule, m))
+    names = list(base.names)
+    shaped = engine_problem(base, names, get_engine(engine))
+    nodes = loaded.graph.graph.nodes
+    flops = 3 * sum(float(nodes[n].get("flops", 0.0)) for n in loaded.graph.order())
+    peak = spec.peak(workload.activation_dtype)
+    blocks = block_positions(names)
+    rows = []
+    candidates = [("default", split_bounds(names, default_split(engine, len(blocks), devices)))]
+    part = solve(shaped, "auto")
+    if part.status is not Status.INFEASIBLE:
+        candidates.append(("optimum", part.bounds))
+    tr = shaped.training
+    assert tr is not None
+    for label, bounds in candidates:
+        costs = evaluate(shaped, bounds)
+        forward = [float(shaped.prefix_latency[c.end] - shaped.prefix_latency[c.start])
+                   + c.transfer_in_s for c in costs]
+        backward = [c.time_s - f for c, f in zip(costs, forward, strict=True)]
+        sim = simulate_training(forward, backward, m, schedule,
+                                tokens_per_microbatch=workload.sequences * workload.seq_len,
+                                flops_per_microbatch=flops, peak_flops=peak)
+        per_stage = [sum(1 for b in blocks if c.start <= b < c.end) for c in costs]
+        rows.append(TrainRow(model, engine, devices, label, workload.precision,
+                             workload.recompute, ",".join(map(str, per_stage)),
+                             all(c.memory_bytes <= c.capacity_bytes for c in costs),
+                             max(c.memory_bytes for c in costs), max(c.time_s for c in costs),
+                             sim.step_s, float(sim.tokens_per_s or 0.0), sim.bubble_fraction,
+                             float(sim.mfu or 0.0), tuple(c.memory_bytes for c in costs)))
+    return rows
