@@ -276,10 +276,10 @@ pd.DataFrame({row.plan: [round(b / 2**30, 1) for b in row.stage_memory_bytes]
     ("md", """\
 Reading it: at 16 bytes a parameter the model state nearly fills these 16 devices, and no split
 leaves room for the stages' buffers and stashes (a 70B model needs its optimizer state sharded
-over data-parallel ranks, or fewer bytes a parameter); in bf16 with full recomputation both fit, and the optimum moves a block off
-the first stage (the embedding and 16 micro-batches' stashes) and off the last (the LM head's
-forward and backward), at the price of two stages of six blocks, for a shorter step and a
-smaller bubble."""),
+over data-parallel ranks, or fewer bytes a parameter); in bf16 with full recomputation both
+fit, and the optimum moves a block off the first stage (the embedding and 16 micro-batches'
+stashes) and off the last (the LM head's forward and backward), at the price of two stages of
+six blocks, for a shorter step and a smaller bubble."""),
     ("md", """\
 Handing a plan to the engine: `cachepart export` prints the engine's knob for the plan (here the
 environment variable and flags vLLM reads)."""),
