@@ -245,10 +245,12 @@ roomier = table[table["plan"] == "kv-capacity"].groupby(["model", "engine"]).agg
     best_kv_ratio=("kv_vs_default", "max"))
 faster.join(roomier)"""),
     ("md", """\
-## Training: Megatron's even split against the optimum, Llama-3-70B on 2 x 8 H100
+## Training: Megatron's even split against the optimum, Llama-3-70B on 16 H100
 
-One step of 64 sequences of 4,096 tokens, micro-batches of one sequence, 1F1B over 16 pipeline
-stages (one H100 SXM each, no tensor or data parallelism), under each precision (mixed: bf16
+One step of 64 sequences of 4,096 tokens, micro-batches of one sequence, 1F1B over up to 16
+pipeline stages (one H100 SXM each, no tensor or data parallelism; every cut priced at NVLink:
+training plans do not take a two-node cluster yet, so the cut between the nodes is not priced
+at InfiniBand), under each precision (mixed: bf16
 weights and gradients with fp32 master weights and Adam state, 16 bytes a parameter; bf16: 8)
 and activation recomputation (Korthikanti et al. 2022; with fused attention, selective
 recompute saves nothing more). Megatron splits the 80 blocks evenly (5 a stage, the embedding
@@ -271,15 +273,16 @@ training[["plan", "precision", "recompute", "blocks_per_stage", "fits",
 # memory per stage (GiB) where both fit: 1F1B's first stage keeps 16 micro-batches' stashes,
 # the last one
 fit = training[(training["precision"] == "bf16") & (training["recompute"] == "full")]
-pd.DataFrame({row.plan: [round(b / 2**30, 1) for b in row.stage_memory_bytes]
-              for row in fit.itertuples()}).T"""),
+pd.DataFrame({row.plan: pd.Series([round(b / 2**30, 1) for b in row.stage_memory_bytes])
+              for row in fit.itertuples()}).T  # the optimum may use fewer stages"""),
     ("md", """\
 Reading it: at 16 bytes a parameter the model state nearly fills these 16 devices, and no split
 leaves room for the stages' buffers and stashes (a 70B model needs its optimizer state sharded
 over data-parallel ranks, or fewer bytes a parameter); in bf16 with full recomputation both
-fit, and the optimum moves a block off the first stage (the embedding and 16 micro-batches'
-stashes) and off the last (the LM head's forward and backward), at the price of two stages of
-six blocks, for a shorter step and a smaller bubble."""),
+fit, and the optimum moves blocks off the first stage (the embedding and the most stashes) and
+off the last (the LM head's forward and backward). Its bottleneck is a stage of six blocks,
+which 14 stages reach as well as 16: the tie goes to the fewest stages, which leaves two
+devices free, shrinks the bubble and shortens the step."""),
     ("md", """\
 Handing a plan to the engine: `cachepart export` prints the engine's knob for the plan (here the
 environment variable and flags vLLM reads)."""),

@@ -182,9 +182,16 @@ def test_bad_training_input_names_the_field() -> None:
                                           "backward_latency_s": [1.0] * 3,
                                           "train_state_bytes": [0] * 3}))
     with pytest.raises(InvalidInputError, match="2\\^62") as big:
-        base.replace(training=Training(**{**good, "microbatches": 10**6,
+        base.replace(training=Training(**{**good, "microbatches": 10**5,
                                           "stash_bytes": [2**50] * 4}))
     assert big.value.field == "microbatches"
+    with pytest.raises(InvalidInputError, match="100,000") as many:
+        Training(**{**good, "microbatches": 10**7})
+    assert many.value.field == "microbatches"
+    with pytest.raises(InvalidInputError, match="2\\^62") as huge:
+        Training(**{**good, "stash_bytes": [1e30, 1, 1, 1]})
+    assert huge.value.field == "stash_bytes"
+    assert Training(**{**good, "microbatches": np.int64(3)}).microbatches == 3
 
 
 def test_a_layer_too_big_for_any_stage_is_diagnosed() -> None:
@@ -341,3 +348,74 @@ def test_train_rows_compare_megatrons_even_split_with_the_optimum() -> None:
     assert by["default"].max_stage_memory_bytes == max(mem)
     with pytest.raises(InvalidInputError):
         train_rows("llama3-8b", 8, Workload(batch=4), engine="megatron")
+
+
+def test_ties_go_to_the_fewest_stages_on_every_exact_method() -> None:
+    """One slow layer sets the bottleneck whatever the split of the rest: 2, 3 or 4 stages all
+    reach it, and the plan returned is the 2-stage one, by the DP and the ILP alike."""
+    names = tuple(f"l{i}" for i in range(5))
+    problem = Problem(names=names, weight_bytes=[10] * 5, activation_bytes=[1] * 5,
+                      buffer_bytes=[0] * 5, latency_s=[5.0, 0.5, 0.5, 0.5, 0.5],
+                      capacity_bytes=10**6, max_stages=4,
+                      training=Training("1f1b", 4, [10.0, 1.0, 1.0, 1.0, 1.0], [1] * 5,
+                                        [0] * 5))
+    answers = [solve(problem, m, SolveOptions(backend=b or "cpsat", use_hint=hint))
+               for m, b in EXACT for hint in ((True, False) if m == "ilp" else (True,))]
+    assert {a.bounds for a in answers} == {(0, 1, 5)}
+    assert all(a.objective == pytest.approx(15.0) for a in answers)
+
+
+def test_cli_training_refuses_what_its_engine_cannot_train(tmp_path, capsys) -> None:
+    from solver.cli import main
+
+    base = ["solve", "llama3-8b", "--phase", "train", "--devices", "4", "--capacity", "hbm",
+            "--seq", "1024", "-q"]
+    for engine in ("vllm", "sglang", "trtllm", "accelerate"):
+        assert main([*base, "--engine", engine]) == 2
+        assert "serves" in capsys.readouterr().err
+    assert main([*base, "--engine", "megatron", "--schedule", "gpipe"]) == 2
+    assert "1F1B" in capsys.readouterr().err
+    assert main([*base, "--engine", "megatron"]) == 0
+    assert main(["solve", "llama3-8b", "--devices", "4", "--capacity", "hbm", "--recompute",
+                 "full", "-q"]) == 0
+    assert "--phase train only" in capsys.readouterr().err
+
+
+def test_hand_edited_training_plans_are_refused(tmp_path, capsys) -> None:
+    import json
+
+    from solver.cli import main
+
+    plan = _train_plan(tmp_path)
+    edits = [
+        lambda d: d["workload"].pop("microbatches"),
+        lambda d: d["workload"].update(microbatches=8.7),
+        lambda d: d["workload"].update(schedule="zb"),
+        lambda d: d["stages"][0].update(forward_s=None),
+        lambda d: d["stages"][0].update(forward_s=100.0),
+        lambda d: d["stages"][1].update(microbatches_in_flight=99),
+        lambda d: d["predicted"].update(mfu=5.0),
+    ]
+    for k, change in enumerate(edits):
+        doc = json.loads(json.dumps(plan))
+        change(doc)
+        path = tmp_path / f"edit{k}.json"
+        path.write_text(json.dumps(doc))
+        for command in (["show", str(path)], ["simulate", str(path)]):
+            assert main(command) == 2, (k, command)
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (k, err)
+
+
+def test_sample_models_train_in_samples_per_second(tmp_path) -> None:
+    import json
+
+    from solver.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["solve", "resnet50", "--phase", "train", "--batch", "8", "--devices", "2",
+                 "--capacity", "hbm", "-q", "-o", str(out)]) == 0
+    plan = json.loads(out.read_text())
+    pred = plan["predicted"]
+    assert plan["workload"]["throughput_unit"] == "samples"
+    assert pred["tokens_per_s"] == pytest.approx(8 / pred["step_s"])

@@ -9,7 +9,11 @@ training.py), so the DP runs from the end of the chain:
 
 and the optimum is min over r <= K of g_r[0], fewest stages on a tie. The number of stages is
 never guessed: a plan of P stages is g_P[0]. O(K n^2) time, O(n^2) memory. The plan returned
-takes the earliest cut at every stage among those that keep the optimum.
+has the fewest stages among the optimal ones (bottlenecks within a relative 1e-12 are equal:
+the same stage summed from another start can differ by an ulp) and takes the earliest cut at
+every stage among those that keep the optimum; the ILP returns the same plan when it reaches
+the optimum. The objective is the slowest stage (the steady-state rate); plans that tie on it
+may still differ in their step time with fill and drain (plan/schedule.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from .base import SolveOptions
 
 __all__ = ["TRAIN_DP_MAX_WORK", "solve_train_dp", "solve_train_greedy", "train_dp"]
 
+TIE = 1e-12
+"""Bottlenecks this close (relative) are a tie, broken by fewer stages."""
 TRAIN_DP_MAX_WORK = 4_000_000_000
 """K x n^2 cells the DP may fill (about a minute of numpy on one core)."""
 
@@ -61,7 +67,8 @@ def train_dp(problem: Problem) -> tuple[float, tuple[int, ...]] | None:
         nxt = np.full(n + 1, np.inf)
         nxt[:n] = np.maximum(stage, tables[-1][None, :]).min(axis=1)
         tables.append(nxt)
-        if nxt[0] < best:
+        # fewer stages win a tie: sums in another order differ by an ulp, not a real gain
+        if np.isfinite(nxt[0]) and (math.isinf(best) or nxt[0] < best * (1 - TIE)):
             best, best_r = float(nxt[0]), r
     if best_r == 0:
         return None

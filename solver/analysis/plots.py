@@ -3,11 +3,13 @@ latency, a pipeline Gantt chart, solve time against size, devices needed per cap
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..plan.schedule import TrainSim
 from ..plan.simulate import SimResult, simulate_plan
 from ..plan.types import Plan
 
@@ -22,6 +24,7 @@ __all__ = [
     "plot_solve_times",
     "plot_stage_latency",
     "plot_stage_memory",
+    "plot_train_gantt",
 ]
 
 GIB = 2**30
@@ -59,9 +62,9 @@ def plot_stage_memory(plan: Plan, ax: Axes) -> None:
 def plot_stage_latency(plan: Plan, ax: Axes) -> None:
     stages = [s.index for s in plan.stages]
     compute = [s.compute_s * 1e3 for s in plan.stages]
-    transfer = [s.transfer_in_s * 1e3 for s in plan.stages]
+    transfer = [(s.transfer_in_s + (s.transfer_out_s or 0.0)) * 1e3 for s in plan.stages]
     ax.bar(stages, compute, label="compute", color="tab:green")
-    ax.bar(stages, transfer, bottom=compute, label="inbound transfer", color="tab:orange")
+    ax.bar(stages, transfer, bottom=compute, label="transfers", color="tab:orange")
     ax.set_xlabel("stage")
     ax.set_ylabel("latency per micro-batch (ms)")
     ax.set_title("latency per stage")
@@ -80,13 +83,35 @@ def plot_gantt(sim: SimResult, ax: Axes) -> None:
                  f"bubble {sim.bubble_fraction:.0%}")
 
 
+def plot_train_gantt(sim: TrainSim, ax: Axes) -> None:
+    """A training step: forwards light, backwards dark, one colour per micro-batch."""
+    cmap = _pyplot().get_cmap("tab20")
+    for slot in sim.slots:
+        shade = cmap((2 * slot.microbatch + (slot.kind == "B")) % 20)
+        ax.barh(slot.stage, (slot.end_s - slot.start_s) * 1e3, left=slot.start_s * 1e3,
+                color=shade, edgecolor="black", linewidth=0.3)
+    ax.invert_yaxis()
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("stage")
+    ax.set_title(f"{sim.schedule} training step, {sim.microbatches} micro-batches, "
+                 f"bubble {sim.bubble_fraction:.0%}")
+
+
 def plot_plan(plan: Plan, path: str | Path, microbatches: int | None = None) -> Path:
     """Memory, latency and Gantt chart of one plan in a single PNG."""
     plt = _pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(9, 10), constrained_layout=True)
     plot_stage_memory(plan, axes[0])
     plot_stage_latency(plan, axes[1])
-    plot_gantt(simulate_plan(plan, microbatches), axes[2])
+    if plan.workload.get("phase") == "train":
+        from ..plan.build import train_simulation
+
+        if microbatches is not None:
+            plan = dataclasses.replace(plan, workload={**plan.workload,
+                                                       "microbatches": microbatches})
+        plot_train_gantt(train_simulation(plan), axes[2])
+    else:
+        plot_gantt(simulate_plan(plan, microbatches), axes[2])
     fig.suptitle(f"{plan.model.name}: {plan.method} plan, {len(plan.stages)} stages")
     return _save(fig, path)
 

@@ -167,7 +167,7 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
                         "keeps M micro-batches' stashes under gpipe, min(P - j, M) under 1f1b")
     p.add_argument("--microbatches", type=int, default=None, metavar="M",
                    help="--phase train: micro-batches per step (default ceil(batch / "
-                        "micro-batch))")
+                        "micro-batch); 1 for a chain JSON)")
     p.add_argument("--memory-model", choices=[m.value for m in MemoryModel],
                    default=MemoryModel.ADDITIVE.value,
                    help="additive: sum of weights+activations+buffers (the paper's, default); "
@@ -219,6 +219,11 @@ def load_from_args(args: argparse.Namespace, tier: str | None = None) -> LoadedM
     from ..frontend.profiles import apply_profile, load_profile
     from ..frontend.sources import load_model
 
+    if args.phase != "train":
+        given = [f"--{name}" for name in ("optimizer", "precision", "recompute")
+                 if getattr(args, name) != _WORKLOAD_DEFAULTS[name]]
+        if given:
+            warn(f"{', '.join(given)}: apply to --phase train only; ignored")
     loaded = load_model(args.model, _workload(args), granularity=args.granularity,
                         device=args.device, input_shape=parse_shape(args.input_shape),
                         input_dtype=args.input_dtype, tier=tier)
@@ -271,6 +276,8 @@ def with_training(args: argparse.Namespace, loaded: LoadedModel, problem: Proble
         if schedule is not None or microbatches is not None:
             warn("--schedule and --microbatches apply to --phase train only; ignored")
         return problem
+    if microbatches is None and loaded.kind == "chain":
+        microbatches = 1  # a chain's sizes are per micro-batch; it has no batch to divide
     if microbatches is None:
         workload = _workload(args)
         microbatches = -(-workload.batch // workload.sequences)

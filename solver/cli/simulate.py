@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("plan", metavar="PLAN", help="plan JSON file")
     p.add_argument("--microbatches", "-M", type=int, default=None, metavar="M",
                    help="micro-batches in the batch (default: ceil(batch / micro_batch) from the "
-                        "plan's workload, 1 when it has none)")
+                        "plan's workload, 1 when it has none; a training plan: its own M, and "
+                        "another M changes the times only, not the plan's memory)")
     p.add_argument("--decode-steps", type=int, default=1, metavar="N",
                    help="consecutive decode steps; step k+1 of a micro-batch waits for its step k "
                         "to leave the last stage (default 1; decode plans only)")

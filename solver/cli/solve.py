@@ -171,6 +171,13 @@ def _engine_shaped(args: argparse.Namespace, loaded: Any, problem: Any) -> tuple
     from ..engines import engine_problem, get_engine
 
     engine = get_engine(args.engine)
+    if args.phase == "train" and engine.name in ("vllm", "sglang", "trtllm", "accelerate"):
+        raise InvalidInputError(f"{engine.title} serves (forward passes only); plan a training "
+                                "step for megatron, torchtitan, deepspeed or pipelining",
+                                field="engine")
+    if args.phase == "train" and engine.name == "megatron" and args.schedule == "gpipe":
+        raise InvalidInputError("Megatron-Core runs 1F1B (interleaved with virtual stages), not "
+                                "GPipe: plan with --schedule 1f1b", field="engine")
     if args.residency == "partial":
         raise InvalidInputError(f"{engine.title} keeps every weight on its devices; "
                                 "--residency partial does not apply", field="engine")

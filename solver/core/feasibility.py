@@ -143,22 +143,25 @@ def diagnose(problem: Problem) -> str | None:
 
 
 def _diagnose_training(problem: Problem) -> str | None:
-    """A layer that does not fit even as the last stage (the fewest micro-batches in flight),
-    or a layout group that does not; whether K stages suffice is the methods' answer."""
-    from .training import train_matrices
-
+    """A layer (or a group the allowed cuts keep together) that does not fit even as the last
+    stage, with the fewest micro-batches in flight; whether K stages suffice is the methods'
+    answer. Linear in the layers: it runs before any method."""
     tr = problem.training
     assert tr is not None
-    times, fixed, stash = train_matrices(problem)
     least = tr.in_flight(1)
-    n = problem.n
-    cap = problem.capacity_bytes
-    for s in range(n):
-        ends = [e for e in range(s + 1, n + 1) if np.isfinite(times[s, e])]
-        if not ends:
-            continue
-        e = ends[0]  # the shortest stage that may begin at s
-        need = int(fixed[s, e] + least * stash[s, e])
+    n, cap = problem.n, problem.capacity_bytes
+    cuts = problem.allowed_cuts
+    starts = [0] + [p for p in range(1, n) if cuts is None or cuts[p]] + [n]
+    fixed = problem.weight_bytes + tr.train_state_bytes
+    additive = problem.memory_model is MemoryModel.ADDITIVE
+    if additive:
+        fixed = fixed + problem.buffer_bytes
+    live = np.concatenate(([problem.input_bytes], problem.activation_bytes[:-1])) \
+        + problem.activation_bytes + problem.buffer_bytes
+    for s, e in itertools.pairwise(starts):
+        need = int(fixed[s:e].sum() + least * tr.stash_bytes[s:e].sum())
+        if not additive:
+            need += int(live[s:e].max())
         if need > cap:
             what = f"layer {problem.names[s]!r}" if e == s + 1 else \
                 f"layers {problem.names[s]!r} .. {problem.names[e - 1]!r} (kept together)"

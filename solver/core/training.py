@@ -27,14 +27,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InvalidInputError
-from .link import check_whole
+from .link import MAX_BYTES, check_whole
 
 if TYPE_CHECKING:
     from .problem import Problem
 
-__all__ = ["SCHEDULES", "Training", "train_matrices", "train_stage_memory", "train_stage_time"]
+__all__ = ["MAX_MICROBATCHES", "SCHEDULES", "TRAIN_MAX_LAYERS", "Training", "train_matrices",
+           "train_stage_memory", "train_stage_time"]
 
 SCHEDULES = ("gpipe", "1f1b")
+MAX_MICROBATCHES = 100_000
+"""More micro-batches than a step is ever split into; the schedule simulator runs 2 x P x M
+operations."""
+TRAIN_MAX_LAYERS = 3000
+"""The exact training methods keep a few n x n tables (about 50 bytes a cell)."""
 
 
 def _per_layer(values: object, field: str, dtype: type) -> np.ndarray:
@@ -44,6 +50,9 @@ def _per_layer(values: object, field: str, dtype: type) -> np.ndarray:
         raise InvalidInputError("expected one number >= 0 per layer", field=field) from None
     if arr.ndim != 1 or np.any(~np.isfinite(arr)) or np.any(arr < 0):
         raise InvalidInputError("expected one finite number >= 0 per layer", field=field)
+    if dtype is np.int64 and arr.size and float(arr.max()) >= MAX_BYTES:
+        raise InvalidInputError(f"{float(arr.max()):.3g} bytes is beyond the 2^62 this tool counts",
+                                field=field)
     out = np.rint(arr).astype(np.int64) if dtype is np.int64 else arr
     out.setflags(write=False)
     return out
@@ -66,7 +75,13 @@ class Training:
             raise InvalidInputError(f"expected {' or '.join(SCHEDULES)}, got {self.schedule!r}",
                                     field="schedule")
         put = object.__setattr__
-        put(self, "microbatches", check_whole(self.microbatches, "microbatches", 1))
+        m = self.microbatches
+        if isinstance(m, np.integer):
+            m = int(m)
+        put(self, "microbatches", check_whole(m, "microbatches", 1))
+        if self.microbatches > MAX_MICROBATCHES:
+            raise InvalidInputError(f"{self.microbatches} is more than the {MAX_MICROBATCHES:,} "
+                                    "a step is modelled with", field="microbatches")
         put(self, "backward_latency_s",
             _per_layer(self.backward_latency_s, "backward_latency_s", np.float64))
         put(self, "stash_bytes", _per_layer(self.stash_bytes, "stash_bytes", np.int64))
@@ -128,6 +143,10 @@ def train_matrices(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray
     stages from the end fits when fixed + in_flight(r) x stash <= capacity."""
     tr = _training(problem)
     n = problem.n
+    if n > TRAIN_MAX_LAYERS:
+        raise InvalidInputError(f"{n} layers is more than the {TRAIN_MAX_LAYERS} the exact "
+                                "training methods' tables allow; plan at --granularity block",
+                                field="layers")
     s_idx = np.arange(n)[:, None]
     e_idx = np.arange(n + 1)[None, :]
     valid = e_idx > s_idx

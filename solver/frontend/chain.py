@@ -21,7 +21,8 @@ _LAYER_FIELDS = frozenset({"name", "weight_bytes", "activation_bytes", "buffer_b
                            "recompute_flops"})
 # Optional numbers a layer may carry, and whether each must be whole.
 _OPTIONAL_NUMBERS = {"kv_bytes_per_token": True, "backward_latency_s": False,
-                     "stash_bytes": True, "train_state_bytes": True}
+                     "stash_bytes": True, "train_state_bytes": True, "backward_flops": False,
+                     "recompute_flops": False}
 
 
 def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:

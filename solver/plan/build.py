@@ -47,7 +47,7 @@ def _tokens_per_microbatch(workload: dict[str, Any]) -> int | None:
     if workload.get("throughput_unit") == "samples" and isinstance(batch, int):
         return batch  # images: the "tokens" of a vision model's throughput are samples
     if isinstance(batch, int) and isinstance(seq, int):
-        return batch * (seq if workload.get("phase", "prefill") == "prefill" else 1)
+        return batch * (1 if workload.get("phase", "prefill") == "decode" else seq)
     return None
 
 
@@ -127,7 +127,8 @@ def build_plan(
         objective={
             "max_stage_latency_s": bottleneck,
             "sum_stage_latency_s": sum(times),
-            "total_transfer_s": sum(st.transfer_in_s for st in stages),
+            "total_transfer_s": sum(st.transfer_in_s + (st.transfer_out_s or 0.0)
+                                    for st in stages),
             "num_stages": len(stages),
             "bottleneck_stage": times.index(bottleneck),
             "name": objective,
@@ -193,11 +194,8 @@ def train_simulation(plan: Plan, *, flops_per_microbatch: float | None = None,
     forward = [(st.forward_s or 0.0) + st.transfer_in_s for st in plan.stages]
     backward = [(st.backward_s or 0.0) + (st.transfer_out_s or 0.0) for st in plan.stages]
     wl = plan.workload
-    micro = wl.get("micro_batch") or wl.get("batch")
-    seq = wl.get("seq_len")
-    tokens = micro * seq if isinstance(micro, int) and isinstance(seq, int) else None
-    return simulate_training(forward, backward, int(wl["microbatches"]), wl["schedule"],
-                             tokens_per_microbatch=tokens,
+    return simulate_training(forward, backward, wl["microbatches"], wl["schedule"],
+                             tokens_per_microbatch=_tokens_per_microbatch(wl),
                              flops_per_microbatch=flops_per_microbatch, peak_flops=peak_flops)
 
 

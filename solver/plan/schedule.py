@@ -42,8 +42,11 @@ from typing import Any, Literal
 from ..core.errors import InvalidInputError, SolverError
 from ..core.link import check_whole
 
-__all__ = ["SCHEDULES", "Schedule", "TrainSim", "TrainSlot", "simulate_training", "stage_order",
-           "uniform_step_s"]
+__all__ = ["MAX_OPS", "SCHEDULES", "Schedule", "TrainSim", "TrainSlot", "simulate_training",
+           "stage_order", "uniform_step_s"]
+
+MAX_OPS = 2_000_000
+"""Forward and backward operations one simulated step may hold (about 18 s and 1 GB here)."""
 
 Schedule = Literal["gpipe", "1f1b"]
 Kind = Literal["F", "B"]
@@ -223,6 +226,10 @@ def simulate_training(
         raise InvalidInputError(f"has {len(bwd)} stages but forward_s has {len(fwd)}; they must "
                                 "match", field="backward_s")
     m = check_whole(microbatches, "microbatches")
+    if len(fwd) * m > MAX_OPS // 2:
+        raise InvalidInputError(f"{len(fwd)} stages x {m} micro-batches is more than the "
+                                f"{MAX_OPS:,} operations a simulated step may hold",
+                                field="microbatches")
     name = _schedule(schedule)
     tokens = None if tokens_per_microbatch is None else check_whole(tokens_per_microbatch,
                                                                     "tokens_per_microbatch")

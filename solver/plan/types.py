@@ -20,6 +20,7 @@ import jsonschema
 from ..core.errors import InvalidInputError
 from ..core.files import read_json
 from ..core.status import Status
+from ..core.training import MAX_MICROBATCHES, SCHEDULES
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -227,6 +228,7 @@ class Plan:
                                     f"{self.model.num_layers}")
         self._check_numbers(source)
         self._check_kv(source)
+        self._check_training(source)
         used = sum(stage.tp_degree for stage in self.stages)
         if used > self.hardware.devices:
             raise InvalidInputError(f"{source}: stages: {len(self.stages)} stages on {used} "
@@ -312,6 +314,50 @@ class Plan:
                 wl["micro_batch"] > wl["batch"]:
             raise InvalidInputError(f"{source}: workload/micro_batch: {wl['micro_batch']} exceeds "
                                     f"batch {wl['batch']}")
+
+    def _check_training(self, source: str) -> None:
+        """A training plan's schedule and each stage's passes, as build_plan wrote them: the
+        simulator reads them, so a hand edit that breaks them is refused here."""
+        wl = self.workload
+        fields = ("forward_s", "backward_s", "transfer_out_s", "microbatches_in_flight")
+        if wl.get("phase") != "train":
+            for st in self.stages:
+                for name in fields:
+                    if getattr(st, name) is not None:
+                        raise InvalidInputError(f"{source}: stages/{st.index}/{name}: only a "
+                                                "training plan (workload.phase train) has it")
+            return
+        schedule, m = wl.get("schedule"), wl.get("microbatches")
+        if schedule not in SCHEDULES:
+            raise InvalidInputError(f"{source}: workload/schedule: expected "
+                                    f"{' or '.join(SCHEDULES)}, got {schedule!r}")
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_MICROBATCHES:
+            raise InvalidInputError(f"{source}: workload/microbatches: expected a whole number "
+                                    f"in 1..{MAX_MICROBATCHES:,}, got {m!r}")
+        p = len(self.stages)
+        for j, st in enumerate(self.stages):
+            where = f"{source}: stages/{st.index}"
+            values = {}
+            for name in fields[:3]:
+                value = getattr(st, name)
+                if isinstance(value, bool) or not isinstance(value, int | float) \
+                        or not math.isfinite(value) or value < 0:
+                    raise InvalidInputError(f"{where}/{name}: a training stage needs a time "
+                                            f">= 0, got {value!r}")
+                values[name] = float(value)
+            expected = m if schedule == "gpipe" else min(p - j, m)
+            if st.microbatches_in_flight != expected:
+                raise InvalidInputError(f"{where}/microbatches_in_flight: {schedule} keeps "
+                                        f"{expected} here, got {st.microbatches_in_flight!r}")
+            total = values["forward_s"] + values["backward_s"] + st.transfer_in_s \
+                + values["transfer_out_s"]
+            if not _close(st.latency_s, total):
+                raise InvalidInputError(f"{where}/latency_s: {st.latency_s} is not forward_s + "
+                                        f"backward_s + transfer_in_s + transfer_out_s = {total}")
+        mfu = self.predicted.get("mfu")
+        if mfu is not None and not (isinstance(mfu, int | float) and 0 <= mfu <= 1):
+            raise InvalidInputError(f"{source}: predicted/mfu: a utilisation in [0, 1], got "
+                                    f"{mfu!r}")
 
     def _check_kv(self, source: str) -> None:
         """KV capacities a hand edit can make disagree: each stage's from its headroom, the

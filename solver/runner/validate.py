@@ -380,7 +380,7 @@ def prepare_run(plan: Plan, world_size: int, *, microbatches: int | None = None,
     if plan.workload.get("phase") == "train":
         raise InvalidInputError("plan workload.phase: 'train': this runner runs forward passes "
                                 "(serving); hand a training plan to its engine: cachepart "
-                                "export --to megatron|torchtitan|deepspeed|pipelining")
+                                "export --to megatron|torchtitan|deepspeed|pipelining|torchgpipe")
     workload = plan_workload(plan)
     if workload.phase != "prefill" and generate < 2:
         raise InvalidInputError(f"plan workload.phase: {workload.phase!r}: a decode plan runs "

@@ -24,7 +24,7 @@ from ...core.partition import Partition
 from ...core.problem import Problem
 from ...core.training import train_matrices
 from ..base import SolveOptions
-from ..train import train_dp
+from ..train import TIE, train_dp
 from .answer import Decided, infeasible, settle
 from .backends import IlpBackend
 from .model import MilpModel, Row
@@ -115,7 +115,10 @@ def solve_train(problem: Problem, options: SolveOptions, backend: IlpBackend) ->
             bounds.append(e)
         if bounds[-1] != n:
             raise SolverError("the ILP's stages do not reach the last layer")
-        return Decided(tuple(bounds), max(float(times[s, e]) for s, e, _, _ in picked))
+        value = max(float(times[s, e]) for s, e, _, _ in picked)
+        if exact is not None and value <= exact[0] * (1 + TIE):
+            return Decided(exact[1], exact[0])  # the optimum: the DP's canonical plan of it
+        return Decided(tuple(bounds), value)
 
     return settle(result, backend=backend, options=options, decode=decode,
                   floor=lower_bound(problem),
