@@ -107,3 +107,29 @@ def test_sweep_file_and_errors(tmp_path: Path, capsys) -> None:
                     workload=Workload(batch=3))
     with pytest.raises(InvalidInputError, match="other settings"):
         run_sweep(changed, tmp_path / "o")
+
+
+def test_tables_carry_the_workload_and_whole_numbers(tmp_path: Path) -> None:
+    """Each row says what was solved (the sweep's workload), and counts stay integers in the
+    CSV and the Parquet file even where an infeasible row leaves them empty."""
+    import pandas as pd
+
+    sweep = Sweep(models=("gpt2",), devices=(1, 4), capacities=("l2", "hbm"), methods=("dp",),
+                  workload=Workload(batch=4, seq_len=256, micro_batch=2))
+    run_sweep(sweep, tmp_path, workers=1)
+    csv = pd.read_csv(tmp_path / "results.csv")
+    assert set(csv["status"]) >= {"optimal", "infeasible"}
+    assert (csv["batch"] == 4).all() and (csv["seq_len"] == 256).all()
+    assert (csv["micro_batch"] == 2).all() and (csv["phase"] == "prefill").all()
+    assert (csv["dtype"] == "bf16").all() and (csv["memory_model"] == "additive").all()
+    raw = pd.read_csv(tmp_path / "results.csv", dtype=str, keep_default_na=False)
+    for column in ("devices", "capacity_bytes", "stages", "params", "micro_batch"):
+        assert all(v == "" or v.isdigit() for v in raw[column]), (column, list(raw[column]))
+    parquet = pd.read_parquet(tmp_path / "results.parquet")
+    for column in ("batch", "seq_len", "micro_batch", "devices", "capacity_bytes", "stages",
+                   "params"):
+        assert str(parquet[column].dtype) == "Int64", column
+    infeasible = parquet[parquet["status"] == "infeasible"]
+    assert infeasible["stages"].isna().all()
+    feasible = parquet[parquet["status"] == "optimal"]
+    assert (feasible["stages"] >= 1).all()

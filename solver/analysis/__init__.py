@@ -16,6 +16,7 @@ from .engines import (
 )
 from .frontier import FrontierPoint, devices_needed, frontier_table
 from .plots import plot_devices_needed, plot_plan, plot_solve_times
+from .suggest import Fix, Situation, infeasible_message, suggest_fixes
 
 __all__ = [
     "COMPARE_COLUMNS",
@@ -23,7 +24,9 @@ __all__ = [
     "RESULT_COLUMNS",
     "TRAIN_COLUMNS",
     "EngineRow",
+    "Fix",
     "FrontierPoint",
+    "Situation",
     "Sweep",
     "SweepTask",
     "TrainRow",
@@ -33,10 +36,12 @@ __all__ = [
     "engine_rows",
     "engine_table",
     "frontier_table",
+    "infeasible_message",
     "load_sweep",
     "plot_devices_needed",
     "plot_plan",
     "plot_solve_times",
     "run_sweep",
+    "suggest_fixes",
     "train_rows",
 ]

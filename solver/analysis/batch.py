@@ -34,9 +34,14 @@ from ..plan.build import build_plan
 
 __all__ = ["RESULT_COLUMNS", "Sweep", "SweepTask", "load_sweep", "run_sweep"]
 
-RESULT_COLUMNS = ["model", "device", "devices", "capacity", "capacity_bytes", "method", "status",
-                  "objective", "bound", "gap", "stages", "solve_s", "predicted_tokens_per_s",
-                  "params", "diagnosis"]
+RESULT_COLUMNS = ["model", "device", "batch", "seq_len", "phase", "dtype", "weight_dtype",
+                  "micro_batch", "granularity", "memory_model", "devices", "capacity",
+                  "capacity_bytes", "method", "status", "objective", "bound", "gap", "stages",
+                  "solve_s", "predicted_tokens_per_s", "params", "diagnosis"]
+"""One row per solve: what was solved (the model, the workload the sweep shares, the devices
+and capacity), then what came out."""
+_INTEGER_COLUMNS = ["batch", "seq_len", "micro_batch", "devices", "capacity_bytes", "stages",
+                    "params"]
 JOURNAL = "results.jsonl"
 
 
@@ -79,6 +84,9 @@ class Sweep:
             except InvalidInputError as exc:  # this sweep's parameter is ``capacities``
                 raise InvalidInputError(exc.reason, field="capacities") from None
         MemoryModel.of(self.memory_model)
+        if self.granularity not in ("block", "op"):
+            raise InvalidInputError(f"expected block or op, got {self.granularity!r}",
+                                    field="granularity")
 
     def tasks(self) -> list[SweepTask]:
         return [SweepTask(m, k, c, meth) for m, k, c, meth in
@@ -258,7 +266,14 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 2,
             if progress is not None:
                 progress(count, len(tasks), time.perf_counter() - start)
     rows = [done[t.key] for t in tasks]
-    table = pd.DataFrame(rows).reindex(columns=RESULT_COLUMNS)
+    wl = sweep.workload
+    shared = {"batch": wl.batch, "seq_len": wl.seq_len, "phase": wl.phase,
+              "dtype": wl.activation_dtype, "weight_dtype": wl.weight_dtype,
+              "micro_batch": wl.sequences, "granularity": sweep.granularity,
+              "memory_model": MemoryModel.of(sweep.memory_model).value}
+    table = pd.DataFrame([{**row, **shared} for row in rows]).reindex(columns=RESULT_COLUMNS)
+    # whole numbers stay whole (pandas would make a column with a missing value float)
+    table[_INTEGER_COLUMNS] = table[_INTEGER_COLUMNS].astype("Int64")
     table.to_csv(out / "results.csv", index=False)
     table.to_parquet(out / "results.parquet", index=False)
     return table

@@ -16,8 +16,9 @@ import pandas as pd
 
 from ..algorithms import SolveOptions, solve, solve_kv
 from ..core.errors import InvalidInputError
+from ..core.feasibility import lower_bound
 from ..core.kv import smallest_kv_tokens, stage_kv_tokens
-from ..core.partition import evaluate
+from ..core.partition import Partition, evaluate
 from ..core.problem import Problem
 from ..core.status import Status
 from ..engines import (
@@ -32,8 +33,8 @@ from ..frontend import load_model, problem_from_graph, training_for
 from ..hardware import Workload, capacity_for, get_device
 from ..plan.schedule import Schedule, simulate_training
 
-__all__ = ["ENGINE_COLUMNS", "TRAIN_COLUMNS", "EngineRow", "TrainRow", "engine_rows", "engine_table",
-           "train_rows"]
+__all__ = ["ENGINE_COLUMNS", "TRAIN_COLUMNS", "EngineRow", "TrainRow", "default_bounds",
+           "default_partition", "engine_rows", "engine_table", "train_rows"]
 
 ENGINE_COLUMNS = ["model", "engine", "devices", "plan", "blocks_per_stage", "fits",
                   "max_stage_memory_bytes", "bottleneck_s", "tokens_per_s", "kv_capacity_tokens",
@@ -56,6 +57,33 @@ class EngineRow:
     kv_capacity_tokens: int | None
     """Tokens of KV cache the tightest stage's free memory holds; negative when it does not
     fit at all."""
+
+
+def default_bounds(problem: Problem, engine: str) -> tuple[int, ...]:
+    """The engine's own split of ``problem``'s layers over its K devices (DeepSpeed: its
+    ``parameters`` balance over [embed, blocks..., head])."""
+    names = list(problem.names)
+    devices = min(problem.max_stages, len(block_positions(names)))
+    if engine == "deepspeed":
+        return parameter_split([int(w) for w in problem.weight_bytes], devices)
+    return split_bounds(names, default_split(engine, len(block_positions(names)), devices))
+
+
+def default_partition(problem: Problem, engine: str) -> Partition:
+    """The engine's default split as an answer beside the methods': FEASIBLE with its
+    bottleneck, or INFEASIBLE naming the stage that overflows (the engine would run out of
+    memory there)."""
+    bounds = default_bounds(problem, engine)
+    label = f"{engine} default"
+    for j, cost in enumerate(evaluate(problem, bounds)):
+        if cost.memory_bytes > cost.capacity_bytes:
+            return Partition((), Status.INFEASIBLE, None, lower_bound(problem), label,
+                             diagnosis=f"{engine}'s own split: stage {j} needs "
+                                       f"{cost.memory_bytes} bytes > capacity "
+                                       f"{cost.capacity_bytes} bytes")
+    costs = evaluate(problem, bounds)
+    return Partition(bounds, Status.FEASIBLE, max(c.time_s for c in costs),
+                     lower_bound(problem), label)
 
 
 def _row(problem: Problem, bounds: tuple[int, ...], names: list[str], label: str,
@@ -90,11 +118,8 @@ def engine_rows(model: str, engine: str, devices: int, *, device: str = "h100-sx
     if blocks < devices:
         raise InvalidInputError(f"{model} has {blocks} blocks for {devices} devices",
                                 field="devices")
-    if engine == "deepspeed":  # partition_method='parameters', its default
-        default = parameter_split([int(w) for w in shaped.weight_bytes], devices)
-    else:
-        default = split_bounds(names, default_split(engine, blocks, devices))
-    rows = [_row(shaped, default, names, "default", model, engine, per_pass)]
+    rows = [_row(shaped, default_bounds(shaped, engine), names, "default", model, engine,
+                 per_pass)]
     for label, method in (("latency", solve), ("kv-capacity", solve_kv)):
         part = method(shaped, "auto", options)
         if part.status is not Status.INFEASIBLE:
@@ -166,7 +191,7 @@ def train_rows(model: str, devices: int, workload: Workload, *, engine: str = "m
     peak = spec.peak(workload.activation_dtype)
     blocks = block_positions(names)
     rows = []
-    candidates = [("default", split_bounds(names, default_split(engine, len(blocks), devices)))]
+    candidates = [("default", default_bounds(shaped, engine))]
     part = solve(shaped, "auto")
     if part.status is not Status.INFEASIBLE:
         candidates.append(("optimum", part.bounds))

@@ -53,10 +53,12 @@ def plot_stage_memory(plan: Plan, ax: Axes) -> None:
     cap = plan.hardware.capacity_bytes / scale
     label = f"capacity {plan.hardware.tier or ''} {cap:.3g} {unit}".replace("  ", " ")
     ax.axhline(cap, color="tab:red", linestyle="--", label=label)
+    top = max([cap, *(s.memory_bytes / scale for s in plan.stages)])
+    ax.set_ylim(0, top * 1.25)  # room above the tallest bar for the legend: nothing is hidden
     ax.set_xlabel("stage")
     ax.set_ylabel(f"memory ({unit})")
     ax.set_title("memory per stage")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", ncol=2)
 
 
 def plot_stage_latency(plan: Plan, ax: Axes) -> None:
@@ -65,10 +67,15 @@ def plot_stage_latency(plan: Plan, ax: Axes) -> None:
     transfer = [(s.transfer_in_s + (s.transfer_out_s or 0.0)) * 1e3 for s in plan.stages]
     ax.bar(stages, compute, label="compute", color="tab:green")
     ax.bar(stages, transfer, bottom=compute, label="transfers", color="tab:orange")
+    totals = [c + t for c, t in zip(compute, transfer, strict=True)]
+    slow = totals.index(max(totals))
+    ax.bar([stages[slow]], [totals[slow]], fill=False, edgecolor="black", linewidth=1.5,
+           label=f"bottleneck {totals[slow]:.4g} ms")
+    ax.set_ylim(0, max(totals) * 1.3 if max(totals) > 0 else 1)  # the legend sits above bars
     ax.set_xlabel("stage")
     ax.set_ylabel("latency per micro-batch (ms)")
     ax.set_title("latency per stage")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", ncol=3)
 
 
 def plot_gantt(sim: SimResult, ax: Axes) -> None:

@@ -11,6 +11,7 @@ from ..core.errors import InvalidInputError
 from ..core.units import format_bytes
 from .args import Progress, add_problem_args, csv_items, options_from_args, problem_from_args, warn
 from .exit_codes import ExitCode
+from .solve import ENGINE_NAMES
 
 __all__ = ["register"]
 
@@ -20,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_problem_args(p)
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated methods (default all: {','.join(METHODS)})")
+    p.add_argument("--engine", choices=ENGINE_NAMES, default=None,
+                   help="compare over the splits this engine can take (as solve --engine), with "
+                        "the engine's own default split as a row")
     p.add_argument("--csv", metavar="PATH", help="also save the table as CSV")
     p.set_defaults(handler=run)
     return p
@@ -37,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"unknown method {unknown[0]!r} (known: {', '.join(METHODS)})",
                                 field="methods")
     _, problem, _ = problem_from_args(args)
+    default = None
+    if args.engine is not None:
+        from ..analysis.engines import default_partition
+        from ..engines import engine_problem, get_engine
+
+        problem = engine_problem(problem, problem.names, get_engine(args.engine))
+        default = default_partition(problem, args.engine)
     skipped = unsupported(problem, methods)
     if skipped:
         extensions = ", ".join(sorted(e.value for e in problem.extensions))
@@ -46,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         answers = compare(problem, methods, options_from_args(args, progress=progress), refused)
     for label, reason in refused:
         warn(f"{label}: left out ({reason})")
+    if default is not None:
+        answers.append((default.method, default))
     table = compare_table(problem, answers)
     fleet = problem.fleet
     where = f"cluster {fleet.name} ({fleet.placement} placement)" if fleet is not None else \
@@ -67,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
                                     field="csv") from None
         print(f"table written to {args.csv}")
     if all(p.status is Status.INFEASIBLE for _, p in answers):
-        print(f"cachepart: infeasible: {answers[0][1].diagnosis}", file=sys.stderr)
+        from ..analysis.suggest import Situation, infeasible_message, suggest_fixes
+
+        fixes = suggest_fixes(Situation.from_args(args, problem))  # no model kept: no rebuild
+        print(f"cachepart: infeasible: {infeasible_message(answers[0][1].diagnosis, fixes)}",
+              file=sys.stderr)
         return ExitCode.INFEASIBLE
     return ExitCode.OK

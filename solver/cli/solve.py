@@ -51,12 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=list(ILP_BACKENDS), default=DEFAULT_BACKEND,
                    help=f"ILP backend (default {DEFAULT_BACKEND})")
     p.add_argument("--output", "-o", metavar="PLAN", help="write the plan JSON here")
+    p.add_argument("--steady-state", action="store_true",
+                   help="headline the tokens/s of a pipeline kept full (default: the batch's, "
+                        "fill and drain included)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or table")
     p.set_defaults(handler=run)
     return p
 
 
-def stage_table(plan: Any) -> str:
+def stage_table(plan: Any, *, steady: bool = False, micro_given: bool = True) -> str:
     """A plan as text: the header line, one row per stage, the bottleneck and the status."""
     rows = []
     for st in plan.stages:
@@ -113,8 +116,7 @@ def stage_table(plan: Any) -> str:
                      f"micro-batches under {pred['schedule']}{rate}, bubble "
                      f"{pred['bubble_fraction']:.1%}{mfu}")
     elif tps is not None:
-        unit = plan.workload.get("throughput_unit", "tokens")
-        lines.append(f"predicted {tps:,.0f} {unit}/s at steady state")
+        lines.append(_headline(plan, steady, micro_given))
     kv = plan.objective.get("kv_capacity_tokens")
     if kv is not None:
         tight = min((st for st in plan.stages if st.kv_capacity_tokens is not None),
@@ -124,6 +126,23 @@ def stage_table(plan: Any) -> str:
                      f"{format_bytes(tight.headroom_bytes)} free / {tight.kv_bytes_per_token:,} "
                      f"bytes a token); objective {goal}")
     return "\n".join(lines)
+
+
+def _headline(plan: Any, steady: bool, micro_given: bool) -> str:
+    """The predicted rate: the batch's (fill and drain included) unless ``steady``; how the
+    batch is split, and that the split is the default when the user gave none."""
+    pred, wl = plan.predicted, plan.workload
+    unit = wl.get("throughput_unit", "tokens")
+    batch_tps, steady_tps = pred.get("batch_tokens_per_s"), pred.get("tokens_per_s")
+    m, micro, batch = pred.get("microbatches"), wl.get("micro_batch"), wl.get("batch")
+    split = "" if m is None or micro is None else \
+        f" in {m} micro-batch{'es' if m != 1 else ''} of {micro}"
+    default = "" if micro_given else \
+        "; the micro-batch is the whole batch by default (set --micro-batch)"
+    if steady or batch_tps is None:
+        return f"predicted {steady_tps:,.0f} {unit}/s at steady state (a pipeline kept full)"
+    return (f"predicted {batch_tps:,.0f} {unit}/s for the batch of {batch}{split}, fill and "
+            f"drain included ({steady_tps:,.0f} at steady state){default}")
 
 
 def _with_extensions(args: argparse.Namespace, loaded: Any, problem: Any, tier: str | None) -> Any:
@@ -216,7 +235,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             part = solve(problem, args.method, options)
     if part.status is Status.INFEASIBLE:
-        print(f"cachepart: infeasible: {part.diagnosis}", file=sys.stderr)
+        from ..analysis.suggest import Situation, infeasible_message, suggest_fixes
+
+        fixes = suggest_fixes(Situation.from_args(args, problem, loaded, tier))
+        print(f"cachepart: infeasible: {infeasible_message(part.diagnosis, fixes)}",
+              file=sys.stderr)
         return ExitCode.INFEASIBLE
     from ..frontend.sources import absolute_source
 
@@ -227,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         plan.save(args.output)
     if not args.quiet:
-        print(stage_table(plan))
+        print(stage_table(plan, steady=args.steady_state,
+                          micro_given=args.micro_batch is not None or loaded.kind == "chain"))
         if args.output:
             print(f"plan written to {args.output}")
     return ExitCode.OK
