@@ -12,7 +12,6 @@ shape it needs, from the headers alone, before any process starts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from .errors import SpecError
 from .hf import spec_from_hf_config
 from .numerics import Numerics, numerics_from_hf_config
 from .safetensors_io import TensorIndex
+from .textio import load_json
 from .transformer import TransformerSpec
 
 if TYPE_CHECKING:
@@ -40,12 +40,7 @@ def is_checkpoint_dir(path: str | Path) -> bool:
 
 def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{path}: invalid JSON ({exc})") from None
+    doc = load_json(path)  # not UTF-8, too large, too deep: SpecError, one line
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: expected a JSON object, got {type(doc).__name__}")
     return doc

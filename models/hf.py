@@ -33,13 +33,13 @@ so the stored tensors depend on the version that wrote the checkpoint.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import SpecError
 from .quant import QuantConfig, Role, parse_quantization_config, resolve_modules
+from .textio import JSONSyntaxError, display_path, load_json, shorten
 from .transformer import TransformerSpec
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "load_hf_config", "spec_from_hf_config"]
@@ -111,9 +111,9 @@ class _Config:
                 self._missing(names)
             return default
         if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(f"{name}: must be a whole number, got {value!r}")
+            self.fail(f"{name}: must be a whole number, got {shorten(value)}")
         if value < minimum:
-            self.fail(f"{name}: must be >= {minimum}, got {value!r}")
+            self.fail(f"{name}: must be >= {minimum}, got {shorten(value)}")
         return value
 
     def optional_size(self, *names: str) -> int | None:
@@ -125,7 +125,7 @@ class _Config:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(f"{name}: must be true or false, got {value!r}")
+            self.fail(f"{name}: must be true or false, got {shorten(value)}")
         return value
 
     def kv_heads(self, heads: int, *names: str, absent_means_heads: bool) -> int:
@@ -143,7 +143,7 @@ class _Config:
             self.fail(f"{heads_name}: {heads} does not divide {hidden_name} {hidden}")
 
     def reject(self, name: str, value: object, why: str) -> NoReturn:
-        self.fail(f"{name} {value!r} is not supported ({why})")
+        self.fail(f"{name} {shorten(value)} is not supported ({why})")
 
 
 # ----- families ------------------------------------------------------------------------------
@@ -360,7 +360,7 @@ def _quantization(c: _Config, family: str, spec: dict[str, Any]) -> QuantConfig 
             raise SpecError(f"quantization_config: quantized {family} checkpoints are not "
                             f"modelled (quantized: {', '.join(_QUANT_LAYOUTS)})")
         if (family, config.method) in _VERSION_DEPENDENT:
-            raise SpecError(f"quantization_config.quant_method {config.method!r} is not modelled "
+            raise SpecError(f"quantization_config.quant_method {shorten(config.method)} is not modelled "
                             f"for {family}: transformers 4 quantized its "
                             f"{'FalconLinear layers' if family == 'falcon' else 'router and experts'}"
                             " and transformers 5 does not, so the checkpoint's tensors depend on "
@@ -404,7 +404,7 @@ def spec_from_hf_config(config: dict[str, Any], source: str = "config.json"
         family = model_type
         kwargs = _FAMILIES[model_type](c)
     else:
-        c.fail(f"model_type {model_type!r} is not supported "
+        c.fail(f"model_type {shorten(model_type)} is not supported "
                f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
     quantization = _quantization(c, family, kwargs)
     if quantization is not None:
@@ -422,15 +422,10 @@ def load_hf_config(path: str | Path) -> tuple[str, TransformerSpec]:
     Raises :class:`SpecError` naming the path when the file cannot be read, is not valid JSON,
     or describes an unsupported model.
     """
-    source = str(path)
+    source = display_path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SpecError(f"{source}: cannot read the file: {reason}") from None
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{source}: invalid JSON: {exc.msg} at line {exc.lineno} "
-                        f"column {exc.colno}") from None
+        config = load_json(path)
+    except JSONSyntaxError as exc:  # this reader's own wording, kept for its callers
+        raise SpecError(f"{source}: invalid JSON: {exc.problem} at line {exc.line} "
+                        f"column {exc.column}") from None
     return spec_from_hf_config(config, source)

@@ -14,7 +14,6 @@ Python; torch is imported when a tensor is read.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
+from .textio import decode_utf8, load_json, loads_json, shorten
 
 if TYPE_CHECKING:
     import torch
@@ -65,10 +65,11 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
             size = f.seek(0, 2)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{path}: safetensors header is not valid JSON ({exc})") from None
+    if len(raw) < length:
+        raise SpecError(f"{path}: not a safetensors file (its header says {length:,} bytes, "
+                        f"the file holds {len(raw):,})")
+    header = f"{path}: safetensors header"
+    doc = loads_json(decode_utf8(raw, header), header)
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: safetensors header is not a JSON object")
     base = 8 + length
@@ -76,18 +77,36 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
     for name, info in doc.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SpecError(f"{path}: tensor {name!r}: malformed header entry {info!r:.80}") from None
+        dtype, shape, begin, end = _entry(info)
+        if dtype is None:
+            raise SpecError(f"{path}: tensor {shorten(name)}: malformed header entry "
+                            f"{shorten(info, 80)}")
         if dtype not in DTYPE_SIZES:
-            raise SpecError(f"{path}: tensor {name!r}: dtype {dtype!r} is not a safetensors dtype")
+            raise SpecError(f"{path}: tensor {shorten(name)}: dtype {shorten(dtype)} is not a "
+                            "safetensors dtype")
         nbytes = math.prod(shape) * DTYPE_SIZES[dtype]
         if end - begin != nbytes or begin < 0 or base + end > size:
-            raise SpecError(f"{path}: tensor {name!r}: data offsets [{begin}, {end}) do not hold "
-                            f"{shape} x {dtype} inside the file")
+            raise SpecError(f"{path}: tensor {shorten(name)}: data offsets [{begin}, {end}) do not "
+                            f"hold {shorten(shape)} x {dtype} inside the file")
         out[name] = TensorEntry(name, path, dtype, shape, base + begin, nbytes)
     return out
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry(info: Any) -> tuple[Any, tuple[int, ...], int, int]:
+    """(dtype, shape, begin, end) of a header entry; dtype None when the entry is malformed
+    (a shape or offsets that are not whole numbers >= 0 would fail later in arithmetic)."""
+    bad: tuple[Any, tuple[int, ...], int, int] = (None, (), 0, 0)
+    if not isinstance(info, dict):
+        return bad
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or not isinstance(shape, list) or not all(map(_whole, shape)) \
+            or not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_whole, offsets)):
+        return bad
+    return dtype, tuple(shape), offsets[0], offsets[1]
 
 
 class TensorIndex:
@@ -119,13 +138,17 @@ class TensorIndex:
                 self.entries[name] = entry
 
     def _shards(self, index: Path) -> list[Path]:
-        try:
-            doc = json.loads(index.read_text(encoding="utf-8"))
-            weight_map = doc["weight_map"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise SpecError(f"{index}: not a safetensors index with a weight_map ({exc})") from None
+        doc = load_json(index)
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
         if not isinstance(weight_map, dict):
-            raise SpecError(f"{index}: weight_map: expected an object, got {weight_map!r:.60}")
+            raise SpecError(f"{index}: not a safetensors index: weight_map: expected an object, "
+                            f"got {shorten(weight_map)}")
+        for tensor, shard in weight_map.items():
+            # A shard is a file of this directory: a bare name, never a path out of it.
+            if not isinstance(shard, str) or not shard or shard != Path(shard).name \
+                    or shard in (".", ".."):
+                raise SpecError(f"{index}: weight_map[{shorten(tensor)}]: expected a file name "
+                                f"in {self.directory}, got {shorten(shard)}")
         names = sorted(set(weight_map.values()))
         missing = [n for n in names if not (self.directory / n).is_file()]
         if missing:

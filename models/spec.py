@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
 from .errors import SpecError
 from .layers import LayerDesc
+from .textio import display_path, load_yaml, plain, shorten
 from .transformer import Granularity, TransformerSpec
 from .vision import ResNetSpec
 
@@ -28,6 +27,19 @@ class Architecture(Protocol):
 ARCHITECTURES: dict[str, type] = {"transformer": TransformerSpec, "resnet": ResNetSpec}
 _TOP = frozenset({"name", "architecture", "arch", "source", "published_params",
                   "published_active_params", "declared_params", "notes"})
+
+
+def _is_bool_field(field: dataclasses.Field[Any]) -> bool:
+    # Annotations are strings here (postponed evaluation): "bool", "bool | None"...
+    return "bool" in str(field.type)
+
+
+def _refuse_bools(source: str, key: str, value: Any) -> None:
+    """YAML's true/false are ints to Python (true == 1): a count given as `true` must fail
+    here, not pass as 1 through an isinstance(value, int) check further on."""
+    values = value if isinstance(value, list | tuple) else [value]
+    if any(isinstance(v, bool) for v in values):
+        raise SpecError(f"{source}: arch.{key}: expected a number, got {shorten(value)}")
 
 
 @dataclass(frozen=True)
@@ -61,26 +73,29 @@ class ModelSpec:
 def spec_from_dict(data: Any, source: str = "spec") -> ModelSpec:
     """Validate a parsed spec document; errors name the source and the field."""
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a mapping at the top level")
-    unknown = sorted(set(data) - _TOP)
+        raise SpecError(f"{source}: expected a mapping at the top level, got {shorten(data)}")
+    unknown = sorted(str(key) for key in set(data) - _TOP)
     if unknown:
-        raise SpecError(f"{source}: unknown field {unknown[0]!r} (known: {', '.join(sorted(_TOP))})")
+        raise SpecError(f"{source}: unknown field {shorten(unknown[0])} "
+                        f"(known: {', '.join(sorted(_TOP))})")
     for key in ("name", "architecture", "arch"):
         if key not in data:
             raise SpecError(f"{source}: {key}: missing")
     kind = data["architecture"]
     if not isinstance(kind, str) or kind not in ARCHITECTURES:
-        raise SpecError(f"{source}: architecture: {kind!r} is not known "
+        raise SpecError(f"{source}: architecture: {shorten(kind)} is not known "
                         f"(known: {', '.join(ARCHITECTURES)})")
     cls = ARCHITECTURES[kind]
     arch_fields = {f.name: f for f in dataclasses.fields(cls)}
     raw = data["arch"]
     if not isinstance(raw, dict):
-        raise SpecError(f"{source}: arch: expected a mapping, got {raw!r:.60}")
+        raise SpecError(f"{source}: arch: expected a mapping, got {shorten(raw)}")
     for key in raw:
         if key not in arch_fields:
-            raise SpecError(f"{source}: arch.{key}: unknown field for {kind} "
+            raise SpecError(f"{source}: arch.{plain(key)}: unknown field for {kind} "
                             f"(known: {', '.join(arch_fields)})")
+        if not _is_bool_field(arch_fields[key]):
+            _refuse_bools(source, key, raw[key])
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     missing = [f.name for f in arch_fields.values() if f.name not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -95,11 +110,13 @@ def spec_from_dict(data: Any, source: str = "spec") -> ModelSpec:
         raise SpecError(f"{source}: arch: cannot use these values ({exc})") from None
     for key in ("published_params", "published_active_params", "declared_params"):
         value = data.get(key)
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise SpecError(f"{source}: {key}: must be a positive whole number, got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value <= 0):
+            raise SpecError(f"{source}: {key}: must be a positive whole number, "
+                            f"got {shorten(value)}")
     name = data["name"]
     if not isinstance(name, str) or not name:
-        raise SpecError(f"{source}: name: expected a non-empty string, got {name!r}")
+        raise SpecError(f"{source}: name: expected a non-empty string, got {shorten(name)}")
     return ModelSpec(name=name, arch=arch, source=str(data.get("source", "")),
                      published_params=data.get("published_params"),
                      published_active_params=data.get("published_active_params"),
@@ -108,11 +125,5 @@ def spec_from_dict(data: Any, source: str = "spec") -> ModelSpec:
 
 
 def load_spec(path: str | Path) -> ModelSpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return spec_from_dict(data, source=str(path))
+    """Read a spec YAML file (models/textio.py: UTF-8, at most 1 MiB, no aliases)."""
+    return spec_from_dict(load_yaml(path), source=display_path(path))

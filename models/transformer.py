@@ -14,6 +14,7 @@ from typing import Literal
 from .errors import SpecError
 from .layers import AttentionShape, LayerDesc
 from .quant import QuantConfig, Role, linear_bytes
+from .textio import shorten
 
 __all__ = ["ATTENTION_ROLES", "Granularity", "TransformerSpec"]
 
@@ -74,39 +75,39 @@ class TransformerSpec:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SpecError(f"{name}: expected one of {', '.join(allowed)}, "
-                                f"got {getattr(self, name)!r}")
+                                f"got {shorten(getattr(self, name))}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.type in ("bool",) and not isinstance(value, bool):
-                raise SpecError(f"{f.name}: expected true or false, got {value!r}")
+                raise SpecError(f"{f.name}: expected true or false, got {shorten(value)}")
             if f.type in ("int", "int | None") and value is not None and \
                     (isinstance(value, bool) or not isinstance(value, int)):
-                raise SpecError(f"{f.name}: expected a whole number, got {value!r}")
+                raise SpecError(f"{f.name}: expected a whole number, got {shorten(value)}")
         for name in ("head_dim", "kv_heads"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise SpecError(f"{name}: must be a positive whole number, got {value!r}")
+                raise SpecError(f"{name}: must be a positive whole number, got {shorten(value)}")
         if self.channels <= 0:
-            raise SpecError(f"channels: must be a positive whole number, got {self.channels!r}")
+            raise SpecError(f"channels: must be a positive whole number, got {shorten(self.channels)}")
         if self.norms_per_layer not in (1, 2, 4):
-            raise SpecError(f"norms_per_layer: expected 1, 2 or 4, got {self.norms_per_layer!r}")
+            raise SpecError(f"norms_per_layer: expected 1, 2 or 4, got {shorten(self.norms_per_layer)}")
         for name in ("hidden", "layers", "heads", "ffn"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise SpecError(f"{name}: must be a positive whole number, got {value!r}")
+                raise SpecError(f"{name}: must be a positive whole number, got {shorten(value)}")
         for name in ("vocab", "positions", "token_types", "experts", "experts_per_token",
                      "classes", "image", "patch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise SpecError(f"{name}: must be a whole number >= 0, got {value!r}")
+                raise SpecError(f"{name}: must be a whole number >= 0, got {shorten(value)}")
         if self.kv_heads is not None and (self.kv_heads <= 0 or self.heads % self.kv_heads):
-            raise SpecError(f"kv_heads: must divide heads ({self.heads}), got {self.kv_heads!r}")
+            raise SpecError(f"kv_heads: must divide heads ({self.heads}), got {shorten(self.kv_heads)}")
         if self.head_dim is None and self.hidden % self.heads:
             raise SpecError(f"heads: {self.heads} does not divide hidden {self.hidden}; "
                             "give head_dim")
         if self.experts and not 0 < self.experts_per_token <= self.experts:
             raise SpecError(f"experts_per_token: must be in 1..{self.experts}, "
-                            f"got {self.experts_per_token!r}")
+                            f"got {shorten(self.experts_per_token)}")
         if self.kind == "vit" and (self.image <= 0 or self.patch <= 0 or self.image % self.patch):
             raise SpecError(f"patch: must divide image ({self.image}), got {self.patch!r}")
         if self.quantization is not None:

@@ -36,7 +36,7 @@ class ResNetSpec:
             raise SpecError(f"blocks: expected one count per width {list(self.widths)}, "
                             f"got {list(self.blocks)}")
         for name, values in (("blocks", self.blocks), ("widths", self.widths)):
-            if any(not isinstance(v, int) or v <= 0 for v in values):
+            if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
                 raise SpecError(f"{name}: must be positive whole numbers, got {list(values)}")
         for name in ("expansion", "image", "classes", "channels"):
             value = getattr(self, name)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 
-import yaml
-
 from .errors import SpecError
 from .spec import ModelSpec, spec_from_dict
+from .textio import loads_yaml, shorten
 
 __all__ = ["load_zoo_model", "zoo_names"]
 
@@ -31,5 +30,6 @@ def zoo_names() -> list[str]:
 def load_zoo_model(name: str) -> ModelSpec:
     texts = _zoo()
     if name not in texts:
-        raise SpecError(f"model {name!r} is not in the zoo (known: {', '.join(texts)})")
-    return spec_from_dict(yaml.safe_load(texts[name]), source=f"zoo/{name}.yaml")
+        raise SpecError(f"model {shorten(name)} is not in the zoo (known: {', '.join(texts)})")
+    source = f"zoo/{name}.yaml"
+    return spec_from_dict(loads_yaml(texts[name], source), source=source)

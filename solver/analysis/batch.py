@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from ..algorithms import AUTO, METHODS, SolveOptions, get_method, solve
 from ..core.errors import CachepartError, InvalidInputError
+from ..core.files import read_yaml
 from ..core.problem import MemoryModel
 from ..core.status import Status
 from ..frontend.lower import problem_from_graph
@@ -115,12 +115,7 @@ def load_sweep(path: str | Path) -> Sweep:
     """A sweep YAML: models, devices, capacities, methods lists; device, workload {batch, seq,
     phase, dtype, micro_batch, weight_dtype, attention}, granularity, memory_model, time_limit."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidInputError(f"{path}: cannot read the sweep ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    doc = read_yaml(path, "sweep")  # not UTF-8, too large, aliases: one line
     if not isinstance(doc, dict):
         raise InvalidInputError(f"{path}: expected a mapping")
     known = {"models", "devices", "capacities", "methods", "device", "workload", "granularity",
@@ -198,8 +193,10 @@ def _read_journal(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, A
     for number, line in enumerate(lines):
         try:
             entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill: its solve runs again
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            continue  # a line cut short by a kill (or not ours): its solve runs again
+        if not isinstance(entry, dict):
+            continue
         if number == 0 and "settings" in entry:
             if entry["settings"] != settings:
                 raise InvalidInputError(f"{path} was written by a sweep with other settings "

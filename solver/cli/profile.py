@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InvalidInputError
-from ..core.files import check_output_path
+from ..core.files import check_output_path, read_json
 from ..core.units import parse_shape
 from .exit_codes import ExitCode
 
@@ -69,10 +69,7 @@ def _refuse_cachepart_json(source: str) -> None:
     path = Path(source)
     if path.suffix.lower() != ".json" or not path.is_file():
         return
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return  # the HF config reader words the error
+    doc = read_json(path, "model")  # refuses what no reader should parse, in one line
     if not isinstance(doc, dict):
         return
     needs = ("profile needs a zoo decoder, a spec YAML or an HF config.json, or a torch "

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from models.textio import shorten
+
 from .errors import InvalidInputError
 
 __all__ = ["MAX_BYTES", "MAX_SECONDS", "Link", "check_fields", "check_number", "check_whole"]
@@ -21,19 +23,24 @@ _LINK_FIELDS = frozenset({"bandwidth_bytes_per_s", "latency_s"})
 
 def check_number(value: Any, where: str, *, positive: bool = False, integral: bool = False) -> float:
     """Return ``value`` as a float, or raise InvalidInputError naming ``where`` and the value."""
+    shown = shorten(value)  # a message quotes at most 60 characters of what it was given
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInputError(f"expected a number, got {value!r}", field=where)
-    number = float(value)
+        raise InvalidInputError(f"expected a number, got {shown}", field=where)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past a float's range
+        raise InvalidInputError(f"{shown} is beyond any count this tool takes",
+                                field=where) from None
     if not math.isfinite(number):
-        raise InvalidInputError(f"expected a finite number, got {value!r}", field=where)
+        raise InvalidInputError(f"expected a finite number, got {shown}", field=where)
     if positive and number <= 0:
-        raise InvalidInputError(f"must be > 0, got {value!r}", field=where)
+        raise InvalidInputError(f"must be > 0, got {shown}", field=where)
     if number < 0:
-        raise InvalidInputError(f"must be >= 0, got {value!r}", field=where)
+        raise InvalidInputError(f"must be >= 0, got {shown}", field=where)
     if integral and number != int(number):
-        raise InvalidInputError(f"must be a whole number of bytes, got {value!r}", field=where)
+        raise InvalidInputError(f"must be a whole number of bytes, got {shown}", field=where)
     if integral and number >= MAX_BYTES:
-        raise InvalidInputError(f"{value!r} bytes is beyond the 2^62 this tool counts", field=where)
+        raise InvalidInputError(f"{shown} bytes is beyond the 2^62 this tool counts", field=where)
     return number
 
 
@@ -41,7 +48,8 @@ def check_whole(value: Any, field: str, least: int = 1) -> int:
     """``value`` as an int, or InvalidInputError naming ``field``: a whole number >= ``least``
     (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InvalidInputError(f"must be a whole number >= {least}, got {value!r}", field=field)
+        raise InvalidInputError(f"must be a whole number >= {least}, got {shorten(value)}",
+                                field=field)
     return int(value)
 
 

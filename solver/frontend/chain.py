@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InvalidInputError
-from ..core.files import read_json
+from ..core.files import display_path, read_json, shorten
 from ..core.link import Link, check_fields, check_number
 from .graph import LayerGraph
 
@@ -23,6 +23,49 @@ _LAYER_FIELDS = frozenset({"name", "weight_bytes", "activation_bytes", "buffer_b
 _OPTIONAL_NUMBERS = {"kv_bytes_per_token": True, "backward_latency_s": False,
                      "stash_bytes": True, "train_state_bytes": True, "backward_flops": False,
                      "recompute_flops": False}
+# The annotations cachepart writes, which only reports read back: checked as strictly all the
+# same, so that a wrong type fails here, naming the field, and not in a table or a sum later.
+_ANNOTATIONS = {"params": True, "flops": False, "bytes_moved": True, "kv_cache_bytes": True,
+                "latency_hbm_s": False}
+_REQUIRED = ("weight_bytes", "activation_bytes", "latency_s")
+_WHOLE = frozenset({"weight_bytes", "activation_bytes", "buffer_bytes"})
+
+
+def _number(value: Any, where: str, whole: bool) -> float:
+    """check_number, quoting a non-number cut short (a bool is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"expected a number, got {shorten(value)}", field=where)
+    return check_number(value, where, integral=whole)
+
+
+def _check_layer(index: int, layer: dict[str, Any]) -> None:
+    """Every field of one layer has its type: names and kinds strings, counts of bytes and
+    parameters whole numbers >= 0, times and FLOPs numbers >= 0 (fields named as
+    LayerGraph.validate names them)."""
+    name = layer.get("name", "?")
+    extra = sorted(str(key) for key in set(layer) - _LAYER_FIELDS)
+    if extra:
+        raise InvalidInputError(f"layers[{index}] ({shorten(name)}): unknown field "
+                                f"{shorten(extra[0])} (known: {', '.join(sorted(_LAYER_FIELDS))})")
+    for key in _REQUIRED:
+        if key not in layer:
+            raise InvalidInputError(f"layers[{index}] ({shorten(name)}): missing field {key!r}")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"expected a non-empty string, got {shorten(name)}",
+                                field=f"layers[{index}].name")
+    where = f"layer {shorten(name)}"
+    for key in ("weight_bytes", "activation_bytes", "buffer_bytes"):
+        if key in layer:
+            _number(layer[key], f"{where}.{key}", whole=True)
+    if not isinstance(layer["latency_s"], dict):  # an object per device kind: _per_kind
+        _number(layer["latency_s"], f"{where}.latency_s", whole=False)
+    for key, whole in (*_OPTIONAL_NUMBERS.items(), *_ANNOTATIONS.items()):
+        if key in layer:
+            _number(layer[key], f"{where}.{key}", whole)
+    kind = layer.get("kind")
+    if "kind" in layer and (not isinstance(kind, str) or not kind):
+        raise InvalidInputError(f"expected a layer kind (a non-empty string), got {shorten(kind)}",
+                                field=f"{where}.kind")
 
 
 def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
@@ -30,33 +73,22 @@ def chain_from_dict(data: Any, default_name: str = "model") -> LayerGraph:
     check_fields(data, _TOP_FIELDS)
     layers = data.get("layers")
     if not isinstance(layers, list) or not layers:
-        raise InvalidInputError(f"layers: expected a non-empty list of layers, got {layers!r:.60}")
+        raise InvalidInputError(f"layers: expected a non-empty list of layers, got {shorten(layers)}")
     for index, layer in enumerate(layers):
         if not isinstance(layer, dict):
-            raise InvalidInputError(f"layers[{index}]: expected an object, got {layer!r:.60}")
-        extra = sorted(set(layer) - _LAYER_FIELDS)
-        if extra:
-            raise InvalidInputError(f"layers[{index}] ({layer.get('name', '?')!r}): unknown field "
-                                    f"{extra[0]!r} (known: {', '.join(sorted(_LAYER_FIELDS))})")
-        for key in ("weight_bytes", "activation_bytes", "latency_s"):
-            if key not in layer:
-                raise InvalidInputError(f"layers[{index}] ({layer.get('name', '?')!r}): "
-                                        f"missing field {key!r}")
-        for key, whole in _OPTIONAL_NUMBERS.items():  # the serving and training fields
-            if key in layer:
-                check_number(layer[key], f"layers[{index}] ({layer.get('name', '?')!r}).{key}",
-                             integral=whole)
+            raise InvalidInputError(f"layers[{index}]: expected an object, got {shorten(layer)}")
+        _check_layer(index, layer)
     layers = [_per_kind(index, layer) for index, layer in enumerate(layers)]
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
-        raise InvalidInputError(f"name: expected a non-empty string, got {name!r}")
-    input_bytes = int(check_number(data.get("input_bytes", 0), "input_bytes", integral=True))
+        raise InvalidInputError(f"name: expected a non-empty string, got {shorten(name)}")
+    input_bytes = int(_number(data.get("input_bytes", 0), "input_bytes", whole=True))
     link = None
     if data.get("link") is not None:
         link = Link.from_dict(data["link"])
     raw_meta = data.get("metadata") or {}
     if not isinstance(raw_meta, dict):
-        raise InvalidInputError(f"metadata: expected an object, got {raw_meta!r:.60}")
+        raise InvalidInputError(f"metadata: expected an object, got {shorten(raw_meta)}")
     metadata = dict(raw_meta)
     if "source" in data:
         metadata["source"] = data["source"]
@@ -70,10 +102,10 @@ def _per_kind(index: int, layer: dict[str, Any]) -> dict[str, Any]:
     times = layer["latency_s"]
     if not isinstance(times, dict):
         return layer
-    where = f"layers[{index}] ({layer.get('name', '?')!r}).latency_s"
+    where = f"layers[{index}] ({shorten(layer.get('name', '?'))}).latency_s"
     if not times:
         raise InvalidInputError("expected {device kind: seconds, ...}, got {}", field=where)
-    checked = {str(k): check_number(v, f"{where}.{k}") for k, v in times.items()}
+    checked = {str(k): _number(v, f"{where}.{k}", whole=False) for k, v in times.items()}
     return {**layer, "latency_s": max(checked.values()), "latency_by_kind": checked}
 
 
@@ -84,7 +116,7 @@ def load_chain(path: str | Path) -> LayerGraph:
     try:
         return chain_from_dict(data, default_name=path.stem)
     except InvalidInputError as exc:
-        raise InvalidInputError(f"{path}: {exc}") from None
+        raise InvalidInputError(f"{display_path(path)}: {exc}") from None
 
 
 def chain_to_dict(graph: LayerGraph) -> dict[str, Any]:

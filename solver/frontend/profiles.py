@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InvalidInputError
-from ..core.files import read_json
+from ..core.files import display_path, read_json, shorten
 from ..core.link import check_number
 from .graph import LayerGraph
 
@@ -72,33 +72,36 @@ class Profile:
             raise InvalidInputError(f"{where}: expected a JSON object, got {type(doc).__name__}")
         if doc.get("schema") != PROFILE_SCHEMA:
             raise InvalidInputError(f"{where}: schema: expected {PROFILE_SCHEMA!r}, "
-                                    f"got {doc.get('schema')!r}")
+                                    f"got {shorten(doc.get('schema'))}")
         for key in ("model", "device"):
             if not isinstance(doc.get(key), str) or not doc[key]:
                 raise InvalidInputError(f"{where}: {key}: expected a non-empty string, "
-                                        f"got {doc.get(key)!r}")
+                                        f"got {shorten(doc.get(key))}")
         workload = doc.get("workload", {})
         if not isinstance(workload, dict):
-            raise InvalidInputError(f"{where}: workload: expected an object, got {workload!r:.60}")
+            raise InvalidInputError(f"{where}: workload: expected an object, got {shorten(workload)}")
         rows = doc.get("layers")
         if not isinstance(rows, list) or not rows:
-            raise InvalidInputError(f"{where}: layers: expected a non-empty list, got {rows!r:.60}")
+            raise InvalidInputError(f"{where}: layers: expected a non-empty list, got {shorten(rows)}")
         layers: list[ProfileLayer] = []
         seen: set[str] = set()
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise InvalidInputError(f"{where}: layers[{i}]: expected an object, got {row!r:.60}")
+                raise InvalidInputError(f"{where}: layers[{i}]: expected an object, got {shorten(row)}")
             name = row.get("name")
             if not isinstance(name, str) or not name:
                 raise InvalidInputError(f"{where}: layers[{i}].name: expected a non-empty string, "
-                                        f"got {name!r}")
+                                        f"got {shorten(name)}")
             if name in seen:
-                raise InvalidInputError(f"{where}: layers[{i}].name: duplicate layer {name!r}")
+                raise InvalidInputError(f"{where}: layers[{i}].name: duplicate layer {shorten(name)}")
             seen.add(name)
             if "latency_s" not in row:
-                raise InvalidInputError(f"{where}: layers[{i}] ({name!r}): missing field 'latency_s'")
+                raise InvalidInputError(f"{where}: layers[{i}] ({shorten(name)}): missing field 'latency_s'")
             try:
-                latency = check_number(row["latency_s"], f"layers[{i}] ({name!r}).latency_s")
+                if isinstance(row["latency_s"], str | list | dict):  # quoted cut short
+                    raise InvalidInputError(f"expected a number, got {shorten(row['latency_s'])}",
+                                            field=f"layers[{i}] ({shorten(name)}).latency_s")
+                latency = check_number(row["latency_s"], f"layers[{i}] ({shorten(name)}).latency_s")
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{where}: {exc}") from None
             extra = {k: v for k, v in row.items() if k not in ("name", "latency_s")}
@@ -109,7 +112,7 @@ class Profile:
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
     p = Path(path)
-    return Profile.from_dict(read_json(p, "profile"), str(p))
+    return Profile.from_dict(read_json(p, "profile"), display_path(p))
 
 
 def save_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
@@ -129,7 +132,7 @@ def profile_from_graph(graph: LayerGraph, device: str | None = None,
 
 
 def _names(names: list[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:5])
+    shown = ", ".join(shorten(n) for n in names[:5])
     return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 

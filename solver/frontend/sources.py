@@ -8,7 +8,7 @@ and safetensors files), a chain JSON, or a torch module factory (``file.py:facto
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,11 +20,12 @@ from models.transformer import Granularity
 from models.zoo import load_zoo_model, zoo_names
 
 from ..core.errors import InvalidInputError
+from ..core.files import check_name, display_path, read_json, shorten
 from ..hardware.catalogue import Device, get_device
 from ..hardware.cost import roofline_latency
 from ..hardware.footprint import DTYPE_BYTES, LayerFootprint, Workload, footprints
 from ..hardware.training import TrainOptions, train_footprints
-from .chain import chain_from_dict, load_chain
+from .chain import chain_from_dict
 from .graph import LayerGraph
 
 __all__ = [
@@ -74,7 +75,7 @@ def per_sample_kind(arch: object) -> str | None:
 
 def _is_module_factory(source: str) -> bool:
     head, sep, tail = source.rpartition(":")
-    return bool(sep) and tail.isidentifier() and not Path(source).exists() and \
+    return bool(sep) and tail.isidentifier() and not os.path.exists(source) and \
         (head.endswith(".py") or all(p.isidentifier() for p in head.split(".")))
 
 
@@ -89,14 +90,15 @@ def _local_checkpoint(source: str) -> bool:
 def absolute_source(source: str) -> str:
     """``source`` as a plan records it, so the plan runs from any directory: a file or folder
     made absolute (``file.py:factory`` too); a zoo name or an importable module unchanged."""
+    check_name(source, "MODEL")
     if source in zoo_names() and not _local_checkpoint(source):
         return source
     path = Path(source)
-    if path.exists():
+    if os.path.exists(path):  # os.path: False, not an OSError, for a path it cannot stat
         return str(path.resolve())
     if _is_module_factory(source):
         head, _, attr = source.rpartition(":")
-        if head.endswith(".py") and Path(head).is_file():
+        if head.endswith(".py") and os.path.isfile(head):
             return f"{Path(head).resolve()}:{attr}"
     return source
 
@@ -106,21 +108,26 @@ def model_layers(source: str, granularity: Granularity = "block",
                  input_dtype: str | None = None) -> tuple[str, list[LayerDesc],
                                                           ModelSpec | None, str]:
     """(name, layer descriptors, spec if any, kind) of a non-chain MODEL."""
+    check_name(source, "MODEL")
     try:
         if source in zoo_names() and not _local_checkpoint(source):
             spec = load_zoo_model(source)
             return spec.name, spec.arch.layer_descs(granularity), spec, "zoo"
         path = Path(source)
-        if path.is_dir():
-            from models.checkpoint import is_checkpoint_dir, read_config
+        if os.path.isdir(path):
+            from models.checkpoint import CONFIG_FILE, is_checkpoint_dir
             from models.hf import spec_from_hf_config
 
             if not is_checkpoint_dir(path):
-                raise InvalidInputError(f"MODEL {source!r}: a directory without config.json (a "
+                raise InvalidInputError(f"MODEL {shorten(source)}: a directory without config.json (a "
                                         "checkpoint directory holds config.json and safetensors "
                                         "files)")
-            config = read_config(path)
-            name, arch = spec_from_hf_config(config, str(path / "config.json"))
+            # read_json, not models.checkpoint.read_config: the bounded reader every input uses
+            config = read_json(path / CONFIG_FILE)
+            if not isinstance(config, dict):
+                raise InvalidInputError(f"{display_path(path / CONFIG_FILE)}: expected a JSON "
+                                        f"object, got {type(config).__name__}")
+            name, arch = spec_from_hf_config(config, display_path(path / CONFIG_FILE))
             if not config.get("_name_or_path"):
                 name = path.resolve().name  # the folder names the model better than "config"
             spec = ModelSpec(name=name, arch=arch, source=str(path))
@@ -138,7 +145,7 @@ def model_layers(source: str, granularity: Granularity = "block",
             from models.torch_import import load_module_from_path, module_layers
 
             if input_shape is None:
-                raise InvalidInputError(f"MODEL {source!r} is a torch module: give its sample "
+                raise InvalidInputError(f"MODEL {shorten(source)} is a torch module: give its sample "
                                         "input shape (for example 8,128)", field="input_shape")
             module = load_module_from_path(source)
             # Integer input means token ids (B, S): sizes per token; otherwise per sample.
@@ -149,10 +156,10 @@ def model_layers(source: str, granularity: Granularity = "block",
             return source.rpartition(":")[2], layers, None, "torch"
     except SpecError as exc:
         raise InvalidInputError(str(exc)) from None
-    if Path(source).exists():
-        raise InvalidInputError(f"MODEL: {source!r}: unsupported file type (expected a spec "
+    if os.path.exists(source):
+        raise InvalidInputError(f"MODEL: {shorten(source)}: unsupported file type (expected a spec "
                                 ".yaml, a chain or HF config .json, or file.py:factory)")
-    raise InvalidInputError(f"MODEL: {source!r} is neither a file nor a zoo model "
+    raise InvalidInputError(f"MODEL: {shorten(source)} is neither a file nor a zoo model "
                             f"(zoo: {', '.join(zoo_names())})")
 
 
@@ -225,17 +232,16 @@ def load_model(source: str, workload: Workload | None = None, *,
                input_dtype: str | None = None, tier: str | None = None) -> LoadedModel:
     """Load MODEL as a LayerGraph. A chain JSON already carries its bytes and times, so the
     workload, granularity and device do not apply to it."""
+    check_name(source, "MODEL")
     path = Path(source)
-    if path.suffix.lower() == ".json" and path.exists():
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return LoadedModel(load_chain(path), "chain")  # load_chain words the error
+    if path.suffix.lower() == ".json" and os.path.exists(path):
+        # One read: a chain is an object with "layers"; anything else is tried as an HF config.
+        doc = read_json(path, "model")
         if isinstance(doc, dict) and "layers" in doc:
             try:
                 return LoadedModel(chain_from_dict(doc, default_name=path.stem), "chain")
             except InvalidInputError as exc:
-                raise InvalidInputError(f"{path}: {exc}") from None
+                raise InvalidInputError(f"{display_path(path)}: {exc}") from None
     if granularity not in ("block", "op"):
         raise InvalidInputError(f"expected block or op, got {granularity!r}", field="granularity")
     workload = workload or Workload()

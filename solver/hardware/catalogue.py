@@ -33,9 +33,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..core.errors import InvalidInputError
+from ..core.files import display_path, plain, read_yaml, shorten
 from ..core.link import Link
 from ..core.units import parse_bytes
 from .footprint import DTYPE_BYTES
@@ -111,7 +110,7 @@ class Device:
         if dtype not in self.peak_flops:
             known = ", ".join(self.peak_flops) or "none"
             raise InvalidInputError(
-                f"device {self.name}: no peak FLOP/s for compute dtype {dtype!r} (known: {known}); "
+                f"device {self.name}: no peak FLOP/s for compute dtype {shorten(dtype)} (known: {known}); "
                 f"use a known one or add it in a {ENV_VAR} file "
                 f"(base: {self.name}, peak_flops: {{{dtype}: ...}})", field="activation_dtype")
         return self.peak_flops[dtype]
@@ -121,11 +120,11 @@ class Device:
         name = self.main_memory if tier is None else tier
         if name not in self.tier_bandwidth:
             if name not in self.tiers and name != self.main_memory:
-                raise InvalidInputError(f"device {self.name}: unknown tier {name!r} "
+                raise InvalidInputError(f"device {self.name}: unknown tier {shorten(name)} "
                                         f"(tiers: {', '.join(self.tiers)})")
             known = ", ".join(self.tier_bandwidth)
             raise InvalidInputError(
-                f"device {self.name}: no bandwidth figure for tier {name!r} (known: {known}); "
+                f"device {self.name}: no bandwidth figure for tier {shorten(name)} (known: {known}); "
                 f"add one in a {ENV_VAR} file (base: {self.name}, bandwidth: {{{name}: ...}})")
         return self.tier_bandwidth[name]
 
@@ -144,8 +143,8 @@ class Device:
 
 def _fail(where: str, device: str | None, path: str, problem: str) -> InvalidInputError:
     """One line naming the file, the device and the field."""
-    who = f"device {device!r}: " if device is not None else ""
-    return InvalidInputError(f"{where}: {who}{path}: {problem}")
+    who = f"device {shorten(device)}: " if device is not None else ""
+    return InvalidInputError(f"{where}: {who}{plain(path, 80)}: {problem}")  # path: user's keys
 
 
 def _number(value: Any, where: str, device: str, path: str, *, positive: bool = True) -> float:
@@ -154,18 +153,20 @@ def _number(value: Any, where: str, device: str, path: str, *, positive: bool = 
         try:
             value = float(value)
         except ValueError:
-            raise _fail(where, device, path, f"expected a number, got {value!r}") from None
+            raise _fail(where, device, path, f"expected a number, got {shorten(value)}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(where, device, path, f"expected a number, got {value!r}")
+        raise _fail(where, device, path, f"expected a number, got {shorten(value)}")
     number = float(value)
     if not math.isfinite(number):
-        raise _fail(where, device, path, f"expected a finite number, got {value!r}")
+        raise _fail(where, device, path, f"expected a finite number, got {shorten(value)}")
     if number < 0 or (positive and number == 0):
-        raise _fail(where, device, path, f"must be {'> 0' if positive else '>= 0'}, got {value!r}")
+        raise _fail(where, device, path, f"must be {'> 0' if positive else '>= 0'}, got {shorten(value)}")
     return number
 
 
 def _bytes(value: Any, where: str, device: str, path: str) -> int:
+    if isinstance(value, str) and len(value) > 60:
+        raise _fail(where, device, path, f"expected a byte count (50MiB, 80GB), got {shorten(value)}")
     if isinstance(value, str):  # "50MiB", "80GB"
         try:
             return parse_bytes(value, path)
@@ -174,16 +175,16 @@ def _bytes(value: Any, where: str, device: str, path: str) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _fail(where, device, path, f"expected a positive whole number of bytes, got {value!r}")
+        raise _fail(where, device, path, f"expected a positive whole number of bytes, got {shorten(value)}")
     return value
 
 
 def _mapping(value: Any, where: str, device: str, path: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise _fail(where, device, path, f"expected a mapping, got {value!r:.60}")
+        raise _fail(where, device, path, f"expected a mapping, got {shorten(value)}")
     for key in value:
         if not isinstance(key, str) or not key:
-            raise _fail(where, device, path, f"expected names as keys, got {key!r}")
+            raise _fail(where, device, path, f"expected names as keys, got {shorten(key)}")
     return dict(value)
 
 
@@ -246,7 +247,7 @@ def _device(name: str, raw: dict[str, Any], where: str) -> Device:
             raise _fail(where, name, key, "missing")
     description = raw.get("description", "")
     if not isinstance(description, str):
-        raise _fail(where, name, "description", f"expected a string, got {description!r:.60}")
+        raise _fail(where, name, "description", f"expected a string, got {shorten(description)}")
 
     tiers = {t: _bytes(v, where, name, f"tiers.{t}")
              for t, v in _mapping(raw["tiers"], where, name, "tiers").items()}
@@ -254,7 +255,7 @@ def _device(name: str, raw: dict[str, Any], where: str) -> Device:
         raise _fail(where, name, "tiers", "expected at least one tier")
     main = raw["main_memory"]
     if not isinstance(main, str) or not main:
-        raise _fail(where, name, "main_memory", f"expected a memory name, got {main!r}")
+        raise _fail(where, name, "main_memory", f"expected a memory name, got {shorten(main)}")
     bandwidth = {t: _number(v, where, name, f"bandwidth.{t}")
                  for t, v in _mapping(raw["bandwidth"], where, name, "bandwidth").items()}
     for memory in bandwidth:
@@ -275,20 +276,20 @@ def _device(name: str, raw: dict[str, Any], where: str) -> Device:
         peaks[dtype] = _number(value, where, name, f"peak_flops.{dtype}")
     efficiency = _number(raw["efficiency"], where, name, "efficiency")
     if efficiency > 1:
-        raise _fail(where, name, "efficiency", f"must be in (0, 1], got {raw['efficiency']!r}")
+        raise _fail(where, name, "efficiency", f"must be in (0, 1], got {shorten(raw['efficiency'])}")
     link = _link(raw["link"], where, name, "link")
     pcie = None if raw.get("pcie") is None else _link(raw["pcie"], where, name, "pcie")
     notes_raw = raw.get("notes")
     notes_raw = [] if notes_raw is None else notes_raw
     if not isinstance(notes_raw, list) or not all(isinstance(n, str) for n in notes_raw):
-        raise _fail(where, name, "notes", f"expected a list of strings, got {notes_raw!r:.60}")
+        raise _fail(where, name, "notes", f"expected a list of strings, got {shorten(notes_raw)}")
     notes = list(notes_raw)
 
     # Every number needs a source: its own, or the entry's `default`.
     given = _mapping(raw["sources"], where, name, "sources")
     for key, text in given.items():
         if not isinstance(text, str) or not text.strip():
-            raise _fail(where, name, f"sources.{key}", f"expected a non-empty string, got {text!r}")
+            raise _fail(where, name, f"sources.{key}", f"expected a non-empty string, got {shorten(text)}")
     needed = _number_paths(raw)
     stray = sorted(set(given) - set(needed) - {"default"})
     if stray:
@@ -338,10 +339,10 @@ def _parse_document(doc: Any, where: str, known_raw: Mapping[str, dict[str, Any]
                     ) -> dict[str, tuple[Device, dict[str, Any]]]:
     """Devices of one parsed file, each with its merged raw entry (a later ``base`` uses it)."""
     if not isinstance(doc, Mapping):
-        raise _fail(where, None, "top level", f"expected a mapping with 'devices', got {doc!r:.60}")
-    unknown = sorted(set(doc) - {"schema", "devices"})
+        raise _fail(where, None, "top level", f"expected a mapping with 'devices', got {shorten(doc)}")
+    unknown = sorted((str(key) for key in set(doc) - {"schema", "devices"}), key=str)
     if unknown:
-        raise _fail(where, None, str(unknown[0]), "unknown top-level field (known: schema, devices)")
+        raise _fail(where, None, unknown[0], "unknown top-level field (known: schema, devices)")
     schema = doc.get("schema", CATALOGUE_SCHEMA)
     if schema != CATALOGUE_SCHEMA:
         raise _fail(where, None, "schema", f"expected {CATALOGUE_SCHEMA!r}, got {schema!r}")
@@ -352,17 +353,17 @@ def _parse_document(doc: Any, where: str, known_raw: Mapping[str, dict[str, Any]
     raws = dict(known_raw)
     for name, entry in entries.items():
         if not isinstance(name, str) or not _NAME.match(name):
-            raise _fail(where, None, f"devices.{name!r}",
+            raise _fail(where, None, f"devices.{shorten(name)}",
                         "expected a device name of letters, digits, '.', '_' or '-'")
         raw = _mapping(entry, where, name, "entry")
         base = raw.get("base")
         if base is not None:
             if not isinstance(base, str) or not base:
                 raise _fail(where, name, "base",
-                            f"expected a device name (a string), got {base!r:.60}")
+                            f"expected a device name (a string), got {shorten(base)}")
             if base not in raws:
                 raise _fail(where, name, "base",
-                            f"unknown device {base!r} (known: {', '.join(raws)})")
+                            f"unknown device {shorten(base)} (known: {', '.join(raws)})")
             raw = _merge_base(raw, raws[base])
         out[name] = (_device(name, raw, where), raw)
         raws[name] = raw
@@ -370,18 +371,8 @@ def _parse_document(doc: Any, where: str, known_raw: Mapping[str, dict[str, Any]
 
 
 def _read(path: str | os.PathLike[str]) -> Any:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInputError(f"{p}: cannot read the device file ({exc.strerror or exc})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise InvalidInputError(f"{p}: not valid YAML{at}: {problem}") from None
+    """A device file parsed: UTF-8, at most 1 MiB, no YAML anchors or aliases (core/files)."""
+    return read_yaml(path, "device file")
 
 
 def catalogue_path() -> Path:
@@ -397,7 +388,7 @@ DEVICES: dict[str, Device] = {}
 
 def _load_catalogue() -> None:
     path = catalogue_path()
-    for name, (device, raw) in _parse_document(_read(path), str(path), {}).items():
+    for name, (device, raw) in _parse_document(_read(path), display_path(path), {}).items():
         DEVICES[name] = device
         _RAW[name] = raw
 
@@ -405,12 +396,12 @@ def _load_catalogue() -> None:
 def load_devices(path: str | os.PathLike[str]) -> dict[str, Device]:
     """Read a user device file (the catalogue's format) without registering it. ``base`` may
     name any registered device or one earlier in the file."""
-    return {name: dev for name, (dev, _) in _parse_document(_read(path), str(path), _RAW).items()}
+    return {name: dev for name, (dev, _) in _parse_document(_read(path), display_path(path), _RAW).items()}
 
 
 def register_devices(path: str | os.PathLike[str]) -> list[str]:
     """Load a user device file into DEVICES (a name already there is replaced); its names."""
-    parsed = _parse_document(_read(path), str(path), _RAW)
+    parsed = _parse_document(_read(path), display_path(path), _RAW)
     for name, (device, raw) in parsed.items():
         DEVICES[name] = device
         _RAW[name] = raw
@@ -440,7 +431,7 @@ def get_device(name: str) -> Device:
     if _ENV_ERROR:
         raise _ENV_ERROR[0]
     if name not in DEVICES:
-        raise InvalidInputError(f"unknown device {name!r} (known: {', '.join(DEVICES)})",
+        raise InvalidInputError(f"unknown device {shorten(name)} (known: {', '.join(DEVICES)})",
                                 field="device")
     return DEVICES[name]
 
@@ -450,7 +441,7 @@ def capacity_for(text: str, device: Device) -> tuple[int, str | None]:
     if text in device.tiers:
         return device.tiers[text], text
     if not text.strip()[:1].isdigit():
-        raise InvalidInputError(f"{text!r} is neither a byte count (52428800, 50MiB, 80GB) nor "
+        raise InvalidInputError(f"{shorten(text)} is neither a byte count (52428800, 50MiB, 80GB) nor "
                                 f"a tier of {device.name} (tiers: {', '.join(device.tiers)})",
                                 field="capacity")
     return parse_bytes(text, "capacity"), None

@@ -22,13 +22,14 @@ Built in: ``paper`` (= ``2x8-h100-sxm``), and ``NODESxPER-DEVICE`` for any catal
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import InvalidInputError
-from ..core.files import read_json
+from ..core.files import check_name, display_path, read_json, shorten
 from ..core.link import Link, check_fields, check_number, check_whole
 from .catalogue import DEVICES, Device, get_device
 
@@ -169,7 +170,7 @@ def _device_type(name: str, raw: Any) -> DeviceType:
     device = None
     if device_name is not None:
         if not isinstance(device_name, str) or device_name not in DEVICES:
-            raise InvalidInputError(f"unknown device {device_name!r} (known: "
+            raise InvalidInputError(f"unknown device {shorten(device_name)} (known: "
                                     f"{', '.join(DEVICES)})", field=f"{where}.device")
         device = DEVICES[device_name]
     if capacity is None and device is None:
@@ -184,12 +185,12 @@ def cluster_from_dict(doc: Any, default_name: str = "cluster") -> Cluster:
     check_fields(doc, _TOP)
     raw_types = doc.get("device_types")
     if not isinstance(raw_types, dict) or not raw_types:
-        raise InvalidInputError(f"expected an object of device kinds, got {raw_types!r:.60}",
+        raise InvalidInputError(f"expected an object of device kinds, got {shorten(raw_types)}",
                                 field="device_types")
     types = tuple(_device_type(str(name), raw) for name, raw in raw_types.items())
     raw_nodes = doc.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
-        raise InvalidInputError(f"expected a non-empty list of nodes, got {raw_nodes!r:.60}",
+        raise InvalidInputError(f"expected a non-empty list of nodes, got {shorten(raw_nodes)}",
                                 field="nodes")
     nodes = []
     for g, raw in enumerate(raw_nodes):
@@ -197,12 +198,12 @@ def cluster_from_dict(doc: Any, default_name: str = "cluster") -> Cluster:
         if not isinstance(raw, dict) or not isinstance(raw.get("devices"), dict) \
                 or not raw["devices"]:
             raise InvalidInputError("expected {'devices': {kind: count, ...}, 'link': {...}}, "
-                                    f"got {raw!r:.80}", field=where)
+                                    f"got {shorten(raw, 80)}", field=where)
         check_fields(raw, frozenset({"devices", "link"}), where)
         devices = []
         for kind, count in raw["devices"].items():
             if kind not in raw_types:
-                raise InvalidInputError(f"unknown device kind {kind!r} (known: "
+                raise InvalidInputError(f"unknown device kind {shorten(kind)} (known: "
                                         f"{', '.join(raw_types)})", field=f"{where}.devices")
             devices.append((str(kind), check_whole(count, f"{where}.devices.{kind}", 0)))
         if sum(c for _, c in devices) == 0:
@@ -216,10 +217,10 @@ def cluster_from_dict(doc: Any, default_name: str = "cluster") -> Cluster:
         if "inter_node_link" in doc or len(nodes) > 1 else nodes[0].link
     name = doc.get("name", default_name)
     if not isinstance(name, str) or not name:
-        raise InvalidInputError(f"expected a non-empty string, got {name!r}", field="name")
+        raise InvalidInputError(f"expected a non-empty string, got {shorten(name)}", field="name")
     sources = doc.get("sources") or {}
     if not isinstance(sources, dict):
-        raise InvalidInputError(f"expected an object, got {sources!r:.60}", field="sources")
+        raise InvalidInputError(f"expected an object, got {shorten(sources)}", field="sources")
     return Cluster(name, types, tuple(nodes), inter, {str(k): str(v) for k, v in sources.items()})
 
 
@@ -229,30 +230,31 @@ def load_cluster(path: str | Path) -> Cluster:
     try:
         return cluster_from_dict(read_json(p, "cluster"), default_name=p.stem)
     except InvalidInputError as exc:
-        if str(exc).startswith(str(p)):
+        if str(exc).startswith(display_path(p)):
             raise
-        raise InvalidInputError(f"{p}: {exc}", field="cluster") from None
+        raise InvalidInputError(f"{display_path(p)}: {exc}", field="cluster") from None
 
 
 def get_cluster(name: str) -> Cluster:
     """A cluster JSON file, or a built-in name: ``paper`` (= ``2x8-h100-sxm``), or
     ``NODESxPER-DEVICE`` for any device in the catalogue, e.g. ``4x8-a100-80gb``."""
-    if name.lower().endswith(".json") or Path(name).is_file():
+    check_name(name, "cluster")
+    if name.lower().endswith(".json") or os.path.isfile(name):
         return load_cluster(name)
     key = _ALIASES.get(name, name)
     if key == PAPER_CLUSTER.name:
         return PAPER_CLUSTER
     match = _PATTERN.match(key)
     if match is None:
-        raise InvalidInputError(f"unknown cluster {name!r} (known: paper, 2x8-h100-sxm, "
+        raise InvalidInputError(f"unknown cluster {shorten(name)} (known: paper, 2x8-h100-sxm, "
                                 "NODESxPER-DEVICE such as 4x8-a100-80gb, or a cluster JSON file)",
                                 field="cluster")
     nodes, per_node = int(match.group(1)), int(match.group(2))
     if nodes < 1 or per_node < 1 or nodes * per_node > MAX_DEVICES:
-        raise InvalidInputError(f"{name!r}: nodes and devices per node must be >= 1, at most "
+        raise InvalidInputError(f"{shorten(name)}: nodes and devices per node must be >= 1, at most "
                                 f"{MAX_DEVICES:,} devices in all", field="cluster")
     try:
         device = get_device(match.group(3))
     except InvalidInputError as exc:
-        raise InvalidInputError(f"{name!r}: {exc.reason}", field="cluster") from None
+        raise InvalidInputError(f"{shorten(name)}: {exc.reason}", field="cluster") from None
     return _standard(device, nodes, per_node, key)
