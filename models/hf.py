@@ -168,6 +168,7 @@ def _llama_like(c: _Config, family: str) -> dict[str, Any]:
         norm="rmsnorm",
         norms_per_layer=2,
         tied_embeddings=c.flag("tie_word_embeddings", False),
+        context=c.optional_size("max_position_embeddings") or 0,
     )
     if family == "llama":
         # Llama's only bias switches; Mistral, Mixtral and Qwen2 hard-code theirs.
@@ -216,6 +217,7 @@ def _gemma2(c: _Config) -> dict[str, Any]:
         norms_per_layer=4,
         attn_bias=c.flag("attention_bias", False),
         tied_embeddings=c.flag("tie_word_embeddings", True),
+        context=c.optional_size("max_position_embeddings") or 0,
     )
 
 
@@ -309,6 +311,7 @@ def _falcon(c: _Config, legacy_new_arch: bool | None = None) -> dict[str, Any]:
         mlp_bias=bias,
         tied_embeddings=c.flag("tie_word_embeddings", True),
         fused_qkv=True,
+        context=c.optional_size("max_position_embeddings") or 0,  # absent from old configs
     )
 
 

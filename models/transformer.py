@@ -50,6 +50,9 @@ class TransformerSpec:
     tied_embeddings: bool = False
     positions: int = 0
     """Learned position embeddings (0: rotary or none)."""
+    context: int = 0
+    """The longest sequence the model is made for (a rotary model's max_position_embeddings);
+    0: not stated. Learned positions bound it as well."""
     token_types: int = 0
     embed_norm: bool = False
     final_norm: bool = True
@@ -95,7 +98,7 @@ class TransformerSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise SpecError(f"{name}: must be a positive whole number, got {shorten(value)}")
-        for name in ("vocab", "positions", "token_types", "experts", "experts_per_token",
+        for name in ("vocab", "positions", "context", "token_types", "experts", "experts_per_token",
                      "classes", "image", "patch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -54,3 +54,26 @@ def test_no_deprecated_license_table() -> None:
     # an SPDX expression (setuptools >= 77), not the deprecated {text = ...} table
     assert re.search(r'^license = "[A-Za-z0-9.-]+"$', text, re.M)
     assert re.search(r'^requires = \["setuptools>=77"', text, re.M)
+
+
+def test_a_sequence_beyond_the_context_is_a_warning_for_every_family(tmp_path, capsys) -> None:
+    """Rotary models by their max_position_embeddings (HF configs and the zoo), learned
+    positions by their table; a model that states neither says nothing."""
+    import shutil
+
+    cases = [("llama3-8b", 8192), ("mixtral-8x7b", 32768), ("gpt2", 1024)]
+    for name in ("llama-2-7b", "mistral-7b-v0.1", "qwen2-0.5b", "gemma-2-2b"):
+        config = tmp_path / name / "config.json"
+        config.parent.mkdir()
+        shutil.copy(ROOT / "tests" / "data" / "hf" / f"{name}.json", config)
+        limit = json.loads(config.read_text())["max_position_embeddings"]
+        cases.append((str(config), limit))
+    for model, limit in cases:
+        base = ["solve", model, "-k", "64", "-c", "hbm", "-q", "--dtype", "int4"]
+        assert main([*base, "--seq", str(limit)]) in (0, 3)
+        assert "exceeds" not in capsys.readouterr().err, model
+        main([*base, "--seq", str(limit + 1)])
+        err = capsys.readouterr().err
+        assert f"exceeds the {limit}" in err, (model, err)
+    main(["solve", "paper-dense-16l", "-k", "16", "-c", "hbm", "--seq", "10000", "-q"])
+    assert "exceeds" not in capsys.readouterr().err

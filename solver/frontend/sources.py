@@ -254,10 +254,15 @@ def load_model(source: str, workload: Workload | None = None, *,
     if spec is not None and (warning := spec.parameter_warning()) is not None:
         warnings.append(warning)
     arch = spec.arch if spec is not None else None
-    positions = getattr(arch, "positions", 0)
-    if positions and workload.seq_len > positions and per_sample_kind(arch) is None:
-        warnings.append(f"a sequence length of {workload.seq_len} exceeds the {positions} learned "
-                        f"positions of {name}: the model cannot run at this length")
+    positions, context = getattr(arch, "positions", 0), getattr(arch, "context", 0)
+    if per_sample_kind(arch) is None:
+        if positions and workload.seq_len > positions:
+            warnings.append(f"a sequence length of {workload.seq_len} exceeds the {positions} "
+                            f"learned positions of {name}: the model cannot run at this length")
+        elif context and workload.seq_len > context:
+            warnings.append(f"a sequence length of {workload.seq_len} exceeds the {context}-token "
+                            f"context of {name} (max_position_embeddings): beyond it a rotary "
+                            "model runs, but its output is not what it was trained for")
     if workload.phase == "decode" and (kind_of := per_sample_kind(arch) or
                                        getattr(arch, "kind", None)) in ("encoder", "vit", "cnn"):
         warnings.append(f"decode phase: {name} is an {kind_of} model, which does not decode "
