@@ -400,7 +400,7 @@ def no_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     """`cachepart run` must refuse these itself: starting torchrun fails the test."""
     def launch(*args: object, **kwargs: object) -> int:
         raise AssertionError(f"torchrun was launched: {args}")
-    monkeypatch.setattr(run_cmd.subprocess, "call", launch)
+    monkeypatch.setattr(run_cmd, "run_supervised", launch)
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -4,6 +4,11 @@ Exit codes (exit_codes.py): 0 done; 2 bad input; 3 infeasible (a one-line diagno
 failure; 130 interrupted. A library error names the parameter it is about (``field``); it is
 printed under the option that sets that parameter in the command that ran, found in the
 command's own parser, so ``time_limit_s`` reads ``--time-limit``.
+
+Ctrl-C, wherever it lands once this module runs (parsing, loading, a solver, a torchrun launch),
+is one line, exit 130; for a solve the line says how long it ran and the best plan and bound it
+had, which it did not write. The solvers and ``cachepart run`` stop their searches and processes
+before the interrupt reaches here.
 """
 
 from __future__ import annotations
@@ -11,14 +16,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 from collections.abc import Sequence
 
 from ..core.errors import CachepartError
 from . import COMMANDS
-from .args import Parser
+from .args import Parser, Progress
 from .exit_codes import ExitCode, exit_for
 
-__all__ = ["FIELD_OPTIONS", "build_parser", "describe", "main"]
+__all__ = ["FIELD_OPTIONS", "build_parser", "describe", "interrupted", "main"]
 
 FIELD_OPTIONS: dict[str, str] = {
     # library parameter -> the option's dest, where their names differ
@@ -63,21 +69,38 @@ def describe(error: CachepartError, parser: argparse.ArgumentParser | None) -> s
     return f"{word}: {text}"
 
 
+def interrupted(exc: KeyboardInterrupt, elapsed_s: float,
+                args: argparse.Namespace | None) -> str:
+    """The one line for Ctrl-C: 'cachepart: interrupted', and for a solve 'cachepart:
+    interrupted after 12.3 s; best 0.0123 s, bound 0.0119 s (not written)': what it had found,
+    and that the plan it would have written (-o) was not."""
+    if not isinstance(exc, Progress.Interrupted):
+        return "cachepart: interrupted"
+    line = f"cachepart: interrupted after {elapsed_s:.1f} s; {exc.progress.summary()}"
+    latest = exc.progress.latest
+    if latest is not None and latest.objective is not None and getattr(args, "output", None):
+        line += " (not written)"
+    return line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    start = time.perf_counter()
+    args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error already printed in one line
-        return int(exc.code or 0)
-    try:
-        return int(args.handler(args))
-    except CachepartError as exc:
-        print(f"cachepart: {describe(exc, getattr(args, 'command_parser', None))}",
-              file=sys.stderr)
-        return exit_for(exc)[0]
-    except KeyboardInterrupt:
-        print("cachepart: interrupted", file=sys.stderr)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, or a usage error already printed in one line
+            return int(exc.code or 0)
+        try:
+            return int(args.handler(args))
+        except CachepartError as exc:
+            print(f"cachepart: {describe(exc, getattr(args, 'command_parser', None))}",
+                  file=sys.stderr)
+            return exit_for(exc)[0]
+        except BrokenPipeError:  # output piped into `head`: not an error
+            sys.stderr.close()
+            return ExitCode.OK
+    except KeyboardInterrupt as exc:
+        print(interrupted(exc, time.perf_counter() - start, args), file=sys.stderr, flush=True)
         return ExitCode.INTERRUPTED
-    except BrokenPipeError:  # output piped into `head`: not an error
-        sys.stderr.close()
-        return ExitCode.OK

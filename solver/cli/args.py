@@ -70,7 +70,16 @@ def csv_items(text: str, field: str) -> tuple[str, ...]:
 
 
 class Progress:
-    """Prints the latest best objective and bound to stderr, once a second, after one second."""
+    """Prints the latest best objective and bound to stderr, once a second, after one second.
+    Ctrl-C inside the ``with`` block comes out as ``Progress.Interrupted``, a KeyboardInterrupt
+    that carries what the solve had found (``summary()``) to the one line cachepart prints."""
+
+    class Interrupted(KeyboardInterrupt):
+        """Ctrl-C during a solve, with the Progress that saw it."""
+
+        def __init__(self, progress: Progress) -> None:
+            super().__init__()
+            self.progress = progress
 
     def __init__(self, stream: TextIO, label: str, enabled: bool = True) -> None:
         self.stream, self.label, self.enabled = stream, label, enabled
@@ -95,10 +104,21 @@ class Progress:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Progress.Interrupted):
+            raise Progress.Interrupted(self) from None
+
+    def summary(self) -> str:
+        """What the solve has so far: 'best 0.0123 s, bound 0.0119 s', or 'no solution yet'."""
+        event = self.latest
+        bound = "" if event is None or event.bound is None else f"bound {event.bound:.6g} s"
+        if event is None or event.objective is None:
+            return "no solution yet" + (f", {bound}" if bound else "")
+        return f"best {event.objective:.6g} s" + (f", {bound}" if bound else "")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -2,8 +2,13 @@
 
 It checks the plan here first (schema, world size, the model's fingerprint, dtype), then
 launches ``python -m torch.distributed.run --standalone --nproc-per-node N -m solver.runner
-plan.json ...`` (N: the plan's stage count) and returns its exit code. The runner's options are
-defined once, here (``add_run_options``), for both this command and the runner itself.
+plan.json ...`` (N: the plan's stage count; ``launch_command``) and returns its exit code. The
+runner's options are defined once, here (``add_run_options``), for both this command and the
+runner itself.
+
+torchrun runs through solver/runner/launch.py (the same arguments, without torchrun's banner,
+log lines and traceback: each failed rank says why in one line) under
+solver/runner/supervise.py: Ctrl-C stops every rank, leaves no process behind and is one line.
 
 Several nodes: start torchrun yourself on every node. For 2 nodes x 8 H100 (a 16-stage plan),
 on each node:
@@ -20,14 +25,15 @@ import argparse
 import dataclasses
 import importlib.util
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from ..core.errors import InvalidInputError
 from ..core.files import check_output_path
 from ..core.units import parse_shape
+from ..runner.launch import launcher_command
 from ..runner.options import RunOptions
+from ..runner.supervise import run_supervised
 
 __all__ = ["add_run_options", "launch_command", "register", "run_options", "runner_argv"]
 
@@ -149,5 +155,7 @@ def run(args: argparse.Namespace) -> int:
     # the workers import solver and models from wherever this cachepart lives
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    code = subprocess.call(launch_command(nproc, runner_argv(options)), env=env)
-    return code if code >= 0 else 128 - code  # killed by signal -code: the shell's 128 + N
+    if nproc > 1:  # torchrun's own default, set here so that it prints no banner about it
+        env.setdefault("OMP_NUM_THREADS", "1")
+    command = launcher_command(launch_command(nproc, runner_argv(options)))
+    return run_supervised(command, env, sys.stderr)  # killed by signal N: the shell's 128 + N

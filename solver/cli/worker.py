@@ -4,7 +4,8 @@
 
 Exit codes: 0 done (and verified, with --verify); 1 a rank failed or --verify found a
 difference; 2 the plan was refused (schema, world size, fingerprint, dtype, memory), by every
-rank. The options are ``cachepart run``'s (solver/cli/run.py).
+rank; 130 interrupted, run alone (under torchrun a rank dies of SIGINT silently:
+solver/runner/__main__.py). The options are ``cachepart run``'s (solver/cli/run.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ def _say(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _say(f"{PROG}: interrupted")
+        return ExitCode.INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from ..plan import load_plan
     from ..runner.report import format_report
     from ..runner.validate import check_torch_device, prepare_run

@@ -11,6 +11,7 @@ from typing import Any
 from ..core.units import format_bytes
 from ..plan.simulate import simulate_plan
 from ..plan.types import Plan
+from .files import write_whole
 
 __all__ = ["REPORT_SCHEMA", "GenerateResult", "RunReport", "StageResult", "Verify",
            "format_report", "predict"]
@@ -100,7 +101,9 @@ class RunReport:
         return doc
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        """Write the report JSON, whole or not at all (files.py)."""
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        write_whole(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def predict(plan: Plan, microbatches: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from ..core.errors import InvalidInputError
+from .files import write_whole
 from .options import RunOptions
 from .report import GenerateResult, RunReport, StageResult, median, predict
 from .validate import RunSetup, check_stage_memory, device_slot
@@ -131,9 +132,8 @@ def run_worker(options: RunOptions, setup: RunSetup, rank: int, world: int,
                                           gen.prefill_output)
             gen.prefill_output = None  # the output travels once, in the measure
         if options.save_output is not None and is_last:
-            import torch
-
-            torch.save(measure.output, options.save_output)
+            output = measure.output
+            write_whole(options.save_output, lambda tmp: torch.save(output, tmp))
             result.notes.append(f"output {_shape(measure.output)} written to "
                                 f"{options.save_output} (rank {rank})")
         if not options.verify:

@@ -4,13 +4,21 @@ Each backend translates a :class:`MilpModel` into its solver's form; the solver 
 imported only inside ``solve`` (and ``available`` probes for it without importing it), so
 ``import solver.algorithms`` loads no ortools or pulp. ``get_backend(name)`` is the one way to
 obtain a backend, with clear errors for an unknown or missing one.
+
+Ctrl-C: a solver searching in native code runs no Python, so a KeyboardInterrupt cannot reach
+it (and CP-SAT catches SIGINT itself unless told not to). ``interruptible`` runs such a call in
+a thread and waits here, where Ctrl-C does arrive; it then stops the solver, waits for its
+thread to end and lets the KeyboardInterrupt go on, so no search outlives an interrupt.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import threading
+import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from ...core.errors import InvalidInputError, SolverError
 
@@ -18,9 +26,47 @@ if TYPE_CHECKING:
     from ..base import SolveOptions
     from .model import MilpModel, MilpResult
 
-__all__ = ["DEFAULT_BACKEND", "ILP_BACKENDS", "IlpBackend", "get_backend"]
+__all__ = ["DEFAULT_BACKEND", "ILP_BACKENDS", "IlpBackend", "get_backend", "interruptible",
+           "report_start"]
 
 DEFAULT_BACKEND = "cpsat"
+
+_T = TypeVar("_T")
+
+STOP_PATIENCE_S = 30.0
+"""How long an interrupted solve may take to stop before the interrupt goes on without it."""
+
+
+def interruptible(work: Callable[[], _T], stop: Callable[[], None]) -> _T:
+    """``work()``, run in a thread while this one waits. On KeyboardInterrupt here ``stop()``
+    asks the solver to end (again every 0.2 s, in case its search had not started yet), the
+    thread is joined and the interrupt is raised again; a second Ctrl-C meanwhile is absorbed."""
+    result: list[_T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(work())
+        except BaseException as exc:  # handed to the waiting thread, raised there
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="cachepart-solver", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(1.0)
+    except KeyboardInterrupt:
+        deadline = time.monotonic() + STOP_PATIENCE_S
+        while thread.is_alive() and time.monotonic() < deadline:
+            try:
+                stop()
+                thread.join(0.2)
+            except KeyboardInterrupt:
+                pass
+        raise
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _has_module(name: str) -> bool:
@@ -29,6 +75,13 @@ def _has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+def report_start(model: MilpModel, options: SolveOptions, t0: float) -> None:
+    """Report the warm start (its bottleneck) as the best so far before the solver begins: a
+    large model can spend seconds in presolve before the solver reports a solution itself."""
+    if model.hint is not None and model.hint_z_s is not None:
+        options.report("ilp", time.perf_counter() - t0, model.hint_z_s, model.z_lower_s)
 
 
 class IlpBackend(ABC):
@@ -67,6 +120,7 @@ class CpSat(IlpBackend):
     def solve(self, model: MilpModel, options: SolveOptions, t0: float) -> MilpResult:
         from .cpsat import solve_cpsat  # ortools loads only when used
 
+        report_start(model, options, t0)
         return solve_cpsat(model, options, t0)
 
 
@@ -81,6 +135,7 @@ class Highs(IlpBackend):
     def solve(self, model: MilpModel, options: SolveOptions, t0: float) -> MilpResult:
         from .mip import solve_mip
 
+        report_start(model, options, t0)
         return solve_mip(model, options, t0, "highs")
 
 
@@ -99,6 +154,7 @@ class Cbc(IlpBackend):
     def solve(self, model: MilpModel, options: SolveOptions, t0: float) -> MilpResult:
         from .mip import solve_mip
 
+        report_start(model, options, t0)
         return solve_mip(model, options, t0, "cbc")
 
 

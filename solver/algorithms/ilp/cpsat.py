@@ -12,6 +12,12 @@ search is deterministic (independently of num_workers!)"), so it is on whenever 
 with one task per worker in a batch: the default batch (3 tasks per worker) made small models
 8 to 20 times slower on 2 workers, one per worker costs about 1.0-1.6x the free-running search.
 A run cut by the wall-clock limit can still end at a different point.
+
+Ctrl-C: CP-SAT would catch SIGINT itself and end the search as if its time limit had come
+(``catch_sigint_signal``), so an interrupted solve would go on to write a plan. It is told not
+to; the search runs under ``interruptible`` (backends.py), which stops it with ``stop_search``
+and lets the KeyboardInterrupt through. Progress reports each improving solution and, where
+this OR-Tools has the callback, each better bound.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from ortools.sat.python import cp_model
 
 from ...core.errors import SolverError
 from ..base import SolveOptions
+from .backends import interruptible
 from .model import MilpModel, MilpResult, TimeScale
 
 __all__ = ["solve_cpsat"]
@@ -33,7 +40,7 @@ __all__ = ["solve_cpsat"]
 class _Progress(cp_model.CpSolverSolutionCallback):
     """Reports each improving solution, converted back to seconds."""
 
-    def __init__(self, report: Callable[[float, float], None]) -> None:
+    def __init__(self, report: Callable[[float | None, float], None]) -> None:
         super().__init__()
         self._report = report
 
@@ -52,6 +59,7 @@ def _solver(options: SolveOptions) -> cp_model.CpSolver:
     params.interleave_search = params.num_workers > 1
     params.interleave_batch_size = params.num_workers
     params.log_search_progress = False
+    params.catch_sigint_signal = False  # Ctrl-C interrupts the solve (interruptible)
     return solver
 
 
@@ -99,14 +107,20 @@ def solve_cpsat(model: MilpModel, options: SolveOptions, t0: float) -> MilpResul
     solver = _solver(options)
     callback = None
     if options.progress is not None:
-        def report(value: float, bound: float) -> None:
-            seconds = value / scale
+        best: list[float] = []  # the incumbent's objective, in seconds
+
+        def report(value: float | None, bound: float) -> None:
+            if value is not None:
+                best[:] = [value / scale]
+            if not best:  # a bound before any solution: the next solution reports it
+                return
             floor = ts.int_bound_s(bound, terms)
-            options.report("ilp", time.perf_counter() - t0, seconds,
-                           min(seconds, max(model.z_lower_s, floor if floor is not None
-                                            else model.z_lower_s)))
+            low = max(model.z_lower_s, floor if floor is not None else model.z_lower_s)
+            options.report("ilp", time.perf_counter() - t0, best[0], min(best[0], low))
         callback = _Progress(report)
-    status = solver.solve(cp, callback)
+        if hasattr(solver, "best_bound_callback"):  # OR-Tools >= 9.9
+            solver.best_bound_callback = lambda bound: report(None, bound)
+    status = interruptible(lambda: solver.solve(cp, callback), solver.stop_search)
     name = solver.status_name(status)
     info = {"scale": scale, "scale_ref_s": ts.reference_s,
             "interleave_search": solver.parameters.interleave_search}

@@ -12,17 +12,27 @@ side can exceed its right side.
 Neither backend may print or leave files behind: output is off, CBC's model and solution files
 go to a private temporary directory, and HiGHS's one-off start-up banner (written by its C++
 constructor straight to file descriptor 1, whatever ``output_flag`` says) is swallowed once.
+
+Ctrl-C stops either backend and lets the KeyboardInterrupt through, leaving nothing running.
+HiGHS searches in native code under ``interruptible`` (backends.py) and is cancelled through its
+user-interrupt callbacks. CBC is a child process: PuLP's launcher would leave it running when
+interrupted, so ``_Cbc`` starts it itself, kills it and waits for it. Progress: CBC's log
+(improving solutions, the best possible bound) and HiGHS's callbacks are reported as they come.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,6 +40,7 @@ import pulp
 
 from ...core.errors import SolverError
 from ..base import SolveOptions
+from .backends import interruptible
 from .model import MilpModel, MilpResult
 
 __all__ = ["cbc_available", "solve_mip"]
@@ -43,11 +54,117 @@ _MIP_SLACK = 1e-6
 _CBC_DEPRECATION = "PULP_CBC_CMD is deprecated"
 
 
-def _cbc(**kwargs: Any) -> pulp.PULP_CBC_CMD:
+_CBC_SOLUTION = re.compile(r"(?:Integer solution of|solution with cost) (\S+)")
+_CBC_TREE = re.compile(r"(\S+) best solution, best possible (\S+)")
+_CBC_NONE = 1e49
+"""CBC writes 1e+50 for 'no solution yet'."""
+
+
+class _Cbc(pulp.PULP_CBC_CMD):
+    """PuLP's CBC command (its arguments for the options solve_mip sets, its solution reader),
+    with the process started here: killed and waited for when the solve is interrupted, and its
+    log handed line by line to ``on_log`` (else discarded; line-buffered through coreutils'
+    stdbuf where there is one, else it comes in blocks)."""
+
+    on_log: Callable[[str], None] | None = None
+
+    def solve_CBC(self, lp: pulp.LpProblem, use_mps: bool = True) -> int:
+        if lp.sense != pulp.LpMinimize:
+            raise SolverError("ilp (cbc): only minimisation is supported")
+        mps, sol, mst = self.create_tmp_files(lp.name, "mps", "sol", "mst")
+        variables, var_names, con_names, _ = lp.writeMPS(mps, rename=1)
+        args = [self.path, mps]
+        if self.optionsDict.get("warmStart", False):
+            self.writesol(mst, lp, variables, var_names, con_names)
+            args += ["-mips", mst]
+        if self.timeLimit is not None:
+            args += ["-sec", str(self.timeLimit)]
+        for option in (*self.options, *self.getOptions()):
+            args += f"-{option}".split()
+        args += ["-solve" if self.mip else "-initialSolve", "-printingOptions", "all",
+                 "-solution", sol]
+        log = subprocess.PIPE if self.on_log is not None else subprocess.DEVNULL
+        if self.on_log is not None and (stdbuf := shutil.which("stdbuf")) is not None:
+            args = [stdbuf, "-oL", *args]  # CBC's log line by line, not in 4 kB blocks
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        reader = None
+        if self.on_log is not None and proc.stdout is not None:
+            reader = threading.Thread(target=_read_lines, args=(proc.stdout, self.on_log),
+                                      name="cachepart-cbc-log", daemon=True)
+            reader.start()
+        try:
+            code = proc.wait()
+        except BaseException:  # Ctrl-C: the search must not outlive the solve
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if reader is not None:
+                reader.join()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if code != 0 or not os.path.exists(sol):
+            raise pulp.PulpSolverError(f"CBC exited with status {code} and no solution")
+        status, values, reduced, shadow, slacks, sol_status = self.readsol_MPS(
+            sol, lp, variables, var_names, con_names)
+        lp.assignVarsVals(values)
+        lp.assignVarsDj(reduced)
+        lp.assignConsPi(shadow)
+        lp.assignConsSlack(slacks, activity=True)
+        lp.assignStatus(status, sol_status)
+        self.delete_tmp_files(mps, sol, mst)
+        return int(status)
+
+
+def _read_lines(stream: Any, sink: Callable[[str], None]) -> None:
+    for line in stream:
+        sink(line)
+
+
+def _cbc(**kwargs: Any) -> _Cbc:
     # PuLP 3 warns that the bundled binary goes away in PuLP 4; it is the one we ship with.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_CBC_DEPRECATION, category=DeprecationWarning)
-        return pulp.PULP_CBC_CMD(**kwargs)
+        return _Cbc(**kwargs)
+
+
+class _Reporter:
+    """Progress in the MIP's normalised units -> ProgressEvents in seconds: the best solution
+    and the best bound seen so far (relaxed by the integrality tolerance), once a solution
+    exists."""
+
+    def __init__(self, model: MilpModel, options: SolveOptions, t0: float, unit: float) -> None:
+        self.model, self.options, self.t0, self.unit = model, options, t0, unit
+        self.best: float | None = None
+        self.bound = model.z_lower_s
+        self._lock = threading.Lock()
+
+    def __call__(self, objective: float | None, bound: float | None) -> None:
+        with self._lock:
+            changed = False
+            if objective is not None and math.isfinite(objective) and objective < _CBC_NONE:
+                seconds = objective * self.unit
+                if self.best is None or seconds < self.best:
+                    self.best, changed = seconds, True
+            if bound is not None and math.isfinite(bound):
+                seconds = (bound - _MIP_SLACK) * self.unit
+                if seconds > self.bound:
+                    self.bound, changed = seconds, True
+            if changed and self.best is not None:
+                self.options.report("ilp", time.perf_counter() - self.t0, self.best,
+                                    min(self.best, self.bound))
+
+    def cbc_line(self, line: str) -> None:
+        tree = _CBC_TREE.search(line)
+        found = None if tree else _CBC_SOLUTION.search(line)
+        try:
+            if tree:
+                self(float(tree[1]), float(tree[2]))
+            elif found:
+                self(float(found[1]), None)
+        except ValueError:  # not a number after all: not a progress line
+            pass
 
 
 def cbc_available() -> bool:
@@ -89,6 +206,7 @@ class _WarmHiGHS(pulp.HiGHS):
     two disagree, the model is solved again without the start."""
 
     warm_start = False
+    reporter: _Reporter | None = None
 
     def callSolver(self, lp: pulp.LpProblem) -> None:
         if self.warm_start:
@@ -102,14 +220,30 @@ class _WarmHiGHS(pulp.HiGHS):
             solution.value_valid = True
             lp.solverModel.setSolution(solution)
         highs = lp.solverModel
-        highs.run()
+        if self.reporter is not None and hasattr(highs, "cbMipImprovingSolution"):
+            report = self.reporter
+
+            def improved(event: Any) -> None:
+                report(event.data_out.objective_function_value, event.data_out.mip_dual_bound)
+            highs.cbMipImprovingSolution += improved
+        _run_highs(highs)
         if self.warm_start and highs.getInfo().primal_solution_status == 2:  # a feasible point
             cost = np.asarray(highs.getLp().col_cost_)
             held = float(cost @ np.asarray(highs.getSolution().col_value))
             claimed = float(highs.getInfo().objective_function_value)
             if abs(held - claimed) > 1e-9 * (1.0 + abs(claimed)):
                 highs.clearSolver()
-                highs.run()
+                _run_highs(highs)
+
+
+def _run_highs(highs: Any) -> None:
+    """``highs.run()``, cancelled by Ctrl-C (highspy >= 1.8 has user interrupts; an older one
+    runs to its time limit before the interrupt is seen)."""
+    if not hasattr(highs, "cancelSolve"):
+        highs.run()
+        return
+    highs.HandleUserInterrupt = True
+    interruptible(highs.run, highs.cancelSolve)
 
 
 def _big_m(coef: np.ndarray, rhs: float, z_coef: float, z_low: float, z_high: float) -> float:
@@ -165,16 +299,19 @@ def solve_mip(model: MilpModel, options: SolveOptions, t0: float, which: str) ->
     limit = float(options.time_limit_s)
     info: dict[str, Any] = {"time_unit_s": unit}
     dual: float | None = None
+    reporter = _Reporter(model, options, t0, unit) if options.progress is not None else None
     with tempfile.TemporaryDirectory(prefix="cachepart-ilp-") as tmp:
         if which == "highs":
             _swallow_highs_banner()
             solver: Any = _WarmHiGHS(msg=False, timeLimit=limit, gapRel=_GAP_REL,
                                      gapAbs=_GAP_REL, threads=threads)
             solver.warm_start = warm
+            solver.reporter = reporter
         elif which == "cbc":
             solver = _cbc(msg=False, timeLimit=limit, gapRel=_GAP_REL, threads=threads,
                           warmStart=warm)
             solver.tmpDir = tmp  # never the cwd, whatever TMPDIR says
+            solver.on_log = reporter.cbc_line if reporter is not None else None
         else:
             raise SolverError(f"ilp: no PuLP backend named {which!r}")
         try:
