@@ -52,8 +52,10 @@ def report(export: Export) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plan import export_plan, load_plan
+    from ..plan import export_plan, load_plan, verify_plan
 
-    export = export_plan(load_plan(args.plan), args.to)
+    plan = load_plan(args.plan)
+    verify_plan(plan, args.plan)
+    export = export_plan(plan, args.to)
     print(json.dumps(export.to_dict(), indent=2) if args.json else report(export))
     return ExitCode.OK

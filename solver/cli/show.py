@@ -17,8 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plan import load_plan
+    from ..plan import load_plan, verify_plan
     from .solve import stage_table
 
-    print(stage_table(load_plan(args.plan)))
+    plan = load_plan(args.plan)
+    verify_plan(plan, args.plan)
+    print(stage_table(plan))
     return ExitCode.OK

@@ -111,10 +111,11 @@ def kv_report(serving: KvServing) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plan import load_plan, simulate_plan
+    from ..plan import load_plan, simulate_plan, verify_plan
     from ..plan.simulate import kv_serving
 
     plan = load_plan(args.plan)
+    verify_plan(plan, args.plan)
     if plan.workload.get("phase") == "train":
         return _run_training(args, plan)
     try:

@@ -16,7 +16,7 @@ from models.errors import SpecError
 from .errors import InvalidInputError
 
 __all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "check_name", "check_output_path",
-           "display_path", "plain", "read_json", "read_yaml", "shorten"]
+           "display_path", "plain", "read_json", "read_yaml", "shorten", "write_text_whole"]
 
 MAX_NAME_BYTES = 255
 """Longest file name (one path component) the file systems cachepart runs on accept."""
@@ -47,6 +47,22 @@ def read_yaml(path: str | os.PathLike[str], what: str = "file") -> Any:
         return textio.load_yaml(path, what)
     except SpecError as exc:
         raise InvalidInputError(str(exc)) from None
+
+
+def write_text_whole(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place, so an
+    interrupt leaves the old file or the new one, never half of one. OSError as open() would
+    raise it; a path that is not a regular file (/dev/stdout) is written directly."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        target.write_text(text, encoding="utf-8")
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_name(text: str, field: str) -> str:

@@ -1,6 +1,6 @@
 """The plan: the deployment record every method's answer becomes, its JSON Schema I/O, the
-pipeline simulators behind its predictions (inference GPipe; training GPipe and 1F1B), and
-its export to each engine's format."""
+pipeline simulators behind its predictions (inference GPipe; training GPipe and 1F1B), its
+verification against the model it names, and its export to each engine's format."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .types import (
     load_plan,
     plan_schema,
 )
+from .verify import VerifyResult, verify_plan
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -32,6 +33,7 @@ __all__ = [
     "StagePlan",
     "TrainSim",
     "TrainSlot",
+    "VerifyResult",
     "build_plan",
     "export_plan",
     "fingerprint",
@@ -43,4 +45,5 @@ __all__ = [
     "simulate_plan",
     "simulate_training",
     "uniform_step_s",
+    "verify_plan",
 ]

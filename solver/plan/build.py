@@ -114,7 +114,8 @@ def build_plan(
     tokens = _tokens_per_microbatch(workload)
     plan = Plan(
         model=ModelInfo(graph.name, fingerprint(graph), problem.n, source,
-                        graph.metadata.get("granularity")),
+                        graph.metadata.get("granularity"),
+                        graph.metadata.get("latency_source")),  # "profile": measured times
         workload=workload,
         hardware=HardwareInfo(device, tier, problem.capacity_bytes, problem.max_stages,
                               problem.memory_model.value,

@@ -20,6 +20,7 @@ from ..frontend.sources import LoadedModel, load_model
 from ..hardware.footprint import Workload
 from ..plan.build import fingerprint
 from ..plan.types import Plan, StagePlan
+from ..plan.verify import verify_plan
 
 if TYPE_CHECKING:
     from models.numerics import Numerics
@@ -415,6 +416,8 @@ def prepare_run(plan: Plan, world_size: int, *, microbatches: int | None = None,
                                 "fp32, bf16 or fp16)")
     if loaded.kind != "torch":
         _check_layers(plan, arch, numerics)
+    # each stage against the model it names: memory and times (before any process starts)
+    verify_plan(plan, "plan")
     if generate and (loaded.kind == "torch" or getattr(arch, "kind", None) != "decoder"
                      or not getattr(arch, "vocab", 0) or not getattr(arch, "lm_head", False)):
         raise InvalidInputError(f"plan model {plan.model.name!r}: generation needs a decoder "
