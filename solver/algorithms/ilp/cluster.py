@@ -43,7 +43,7 @@ from ..parametric import optimal_bottleneck
 from .answer import Decided, infeasible, settle
 from .backends import IlpBackend
 from .model import MilpModel, Row
-from .segments import chain_of, flow_rows, state_flow_rows
+from .segments import chain_of, flow_rows, state_flow_rows, state_time_rows
 
 __all__ = ["solve_free", "solve_ordered"]
 
@@ -177,11 +177,7 @@ def solve_ordered(problem: Problem, options: SolveOptions, backend: IlpBackend) 
     m = len(arcs)
     tail_a, head_a, time_a = np.array(tails), np.array(heads), np.array(times)
     rows = state_flow_rows(tail_a, head_a, 0, sinks, len(index))
-    for q in range(len(index)):
-        out = np.flatnonzero(tail_a == q)
-        if out.size:
-            rows.append(Row(out, time_a[out], "<=", 0.0, z_coef=-1.0, timed=True, active=1,
-                            name=f"time_{q}"))
+    rows += state_time_rows(tail_a, time_a, len(index))
     hint = None
     if warm is not None:
         chosen, r = set(), 0

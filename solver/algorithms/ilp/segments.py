@@ -13,7 +13,7 @@ import numpy as np
 from ...core.errors import SolverError
 from .model import Row
 
-__all__ = ["chain_of", "flow_rows", "start_time_rows", "state_flow_rows"]
+__all__ = ["chain_of", "flow_rows", "start_time_rows", "state_flow_rows", "state_time_rows"]
 
 
 def _by_position(positions: np.ndarray, n: int) -> list[np.ndarray]:
@@ -58,6 +58,19 @@ def chain_of(starts: np.ndarray, ends: np.ndarray, chosen: np.ndarray, n: int) -
         raise SolverError(f"the ILP solution's segments {list(zip(s, e, strict=True))} do not "
                           "form a chain from the first layer to the last")
     return picked
+
+
+def state_time_rows(tails: np.ndarray, times_s: np.ndarray, states: int,
+                    first: int = 0) -> list[Row]:
+    """z >= the time of the arc chosen out of each state from ``first`` on (one arc at most
+    leaves a state on the path)."""
+    rows = []
+    for q in range(first, states):
+        out = np.flatnonzero(tails == q)
+        if out.size:
+            rows.append(Row(out, times_s[out], "<=", 0.0, z_coef=-1.0, timed=True, active=1,
+                            name=f"time_{q}"))
+    return rows
 
 
 def state_flow_rows(tails: np.ndarray, heads: np.ndarray, source: int, sinks: set[int],

@@ -28,7 +28,7 @@ from ..train import TIE, train_dp
 from .answer import Decided, infeasible, settle
 from .backends import IlpBackend
 from .model import MilpModel, Row
-from .segments import state_flow_rows
+from .segments import state_flow_rows, state_time_rows
 
 __all__ = ["solve_train"]
 
@@ -81,11 +81,7 @@ def solve_train(problem: Problem, options: SolveOptions, backend: IlpBackend) ->
     rows = state_flow_rows(tail_a, head_a, 0, {sink}, len(index))
     rows.append(Row(np.flatnonzero(stages), np.ones(int(stages.sum())), "<=", float(k),
                     name="stages"))
-    for q in range(1, len(index)):
-        out = np.flatnonzero(tail_a == q)
-        if out.size:
-            rows.append(Row(out, time_a[out], "<=", 0.0, z_coef=-1.0, timed=True, active=1,
-                            name=f"time_{q}"))
+    rows += state_time_rows(tail_a, time_a, len(index), first=1)  # not the source's arcs
     hint = None
     if warm is not None:
         bounds = warm[1]
