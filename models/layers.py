@@ -59,6 +59,9 @@ class LayerDesc:
     attention: AttentionShape | None = None
     tokens_per_sample: int | None = None
     """Fixed tokens per sample (a ViT's patches + class token); None: the workload's seq_len."""
+    last_token: bool = False
+    """At inference the layer runs on each sequence's last position only in prefill (a causal
+    LM's head: the next token needs only the last logits)."""
     dtype: str | None = None
     """Parameter dtype recorded by an import (torch modules); the workload's dtype wins."""
     quantized_params: int = 0

@@ -372,9 +372,10 @@ class TransformerSpec:
             head_qp = head_qb = 0
             if self.quantization is not None and self.quantization.head:
                 head_qp, head_qb = self.vocab * h, linear_bytes(self.quantization, h, self.vocab)
+            lm = self.kind == "decoder" and bool(self.lm_head and self.vocab)
             out.append(LayerDesc("head", "head", owned, out_elems=width, flops=flops,
                                  stash_elems=self.head_stash(),
                                  stored_params=stored if stored != owned else None,
                                  tokens_per_sample=tps, quantized_params=head_qp,
-                                 quantized_bytes=head_qb))
+                                 quantized_bytes=head_qb, last_token=lm))
         return out

@@ -27,6 +27,7 @@ from solver.cli import main
 from solver.frontend import Profile, profile_from_graph, save_profile
 from solver.hardware import (
     PAPER_CLUSTER,
+    CostFactors,
     LayerFootprint,
     load_devices,
     memory_time,
@@ -39,7 +40,7 @@ from solver.hardware import catalogue as hardware
 
 REQUIRED = ["h100-sxm", "h100-pcie", "h200", "a100-80gb", "b200", "l4", "mi300x", "ipu-bow",
             "groq-lpu", "cerebras-wse3", "edgetpu"]
-TAGS = ("[S]", "[M]", "[2]", "[D]", "[P]")
+TAGS = ("[S]", "[M]", "[2]", "[D]", "[P]", "[F]")
 
 
 @pytest.fixture
@@ -62,7 +63,12 @@ def test_catalogue_has_every_required_device_with_a_source_per_number() -> None:
         numbers = [f"tiers.{t}" for t in device.tiers]
         numbers += [f"bandwidth.{m}" for m in device.tier_bandwidth]
         numbers += [f"peak_flops.{d}" for d in device.peak_flops]
-        numbers += ["efficiency", "link.bandwidth_bytes_per_s", "link.latency_s"]
+        numbers += ["link.bandwidth_bytes_per_s", "link.latency_s", "overhead.kernel_s"]
+        f = device.factors
+        numbers += ["efficiency"] if "efficiency" in device.sources else \
+            [f"efficiency.{cls}.{d}" for cls, table in (("matmul", f.matmul),
+                                                         ("attention", f.attention))
+             for d in table] + ["efficiency.memory"]
         if device.pcie is not None:
             numbers += ["pcie.bandwidth_bytes_per_s", "pcie.latency_s"]
         for key in numbers:
@@ -288,7 +294,8 @@ def test_paper_cluster_links() -> None:
 def _device() -> Device:
     return Device(name="toy", tiers={"l2": 10**6, "hbm": 10**9},
                   peak_flops={"bf16": 1e12}, hbm_bytes_per_s=1e9, link=Link(1e9),
-                  efficiency=0.5, tier_bandwidth={"l2": 1e10, "hbm": 1e9})
+                  factors=CostFactors({"default": 0.5}, {"default": 0.5}),
+                  tier_bandwidth={"l2": 1e10, "hbm": 1e9})
 
 
 def _fp(flops: float, weight: int, act: int, *, moved: int | None = None) -> LayerFootprint:
@@ -349,8 +356,10 @@ def test_catalogue_device_prices_an_l2_layer_faster() -> None:
     fp = _fp(flops=2e7, weight=20_000_000, act=8_192)  # decode: a GEMV, memory-bound
     hbm = roofline_latency(fp, a100, wl)
     l2 = roofline_latency(fp, a100, wl, tier="l2-usable")
-    assert hbm == pytest.approx(fp.bytes_moved / 1.73e12)
-    assert l2 == pytest.approx(fp.bytes_moved / 5.4e12) and l2 < hbm
+    fixed = a100.factors.kernel_s  # one kernel's overhead, the same wherever the bytes are
+    assert fixed > 0
+    assert hbm == pytest.approx(fp.bytes_moved / 1.73e12 + fixed)
+    assert l2 == pytest.approx(fp.bytes_moved / 5.4e12 + fixed) and l2 < hbm
 
 
 # ------------------------------------------------------------------ profiles

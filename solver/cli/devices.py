@@ -76,8 +76,22 @@ def _detail(d: Device) -> str:
     for dtype, value in d.peak_flops.items():
         lines.append(f"  {dtype}: {_rate(value, 'FLOP/s')}")
         lines.append(f"    {src.get(f'peak_flops.{dtype}', '-')}")
-    lines.append(f"efficiency: {d.efficiency:g}")
-    lines.append(f"  {src.get('efficiency', '-')}")
+    f = d.factors
+    lines.append("efficiency (fraction of peak; memory: of the bandwidth):")
+    for cls, table in (("matmul", f.matmul), ("attention", f.attention)):
+        for dtype, value in table.items():
+            lines.append(f"  {cls} {dtype}: {value:g}")
+            lines.append(f"    {src.get(f'efficiency.{cls}.{dtype}', src.get('efficiency', '-'))}")
+    lines.append(f"  memory: {f.memory:g}")
+    lines.append(f"    {src.get('efficiency.memory', src.get('efficiency', '[P] not given: 1'))}")
+    lines.append(f"overhead per kernel: {f.kernel_s * 1e6:g} us")
+    lines.append(f"  {src.get('overhead.kernel_s', '-')}")
+    if d.calibration:
+        cal = d.calibration
+        lines.append(f"calibration: {cal.get('points', '?')} points from "
+                     f"{cal.get('data', '?')}, rms log residual "
+                     f"{cal.get('rms_log_residual', '?')}, worst ratio "
+                     f"{cal.get('worst_ratio', '?')}")
     for label, link in (("link", d.link), ("pcie", d.pcie)):
         if link is None:
             lines.append(f"{label}: none given")

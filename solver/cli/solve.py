@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "ilp with --tp or --residency partial; the plan records which and why)")
     p.add_argument("--tp", default=None, metavar="DEGREES",
                    help="tensor-parallel degrees a stage may use, e.g. 1,2,4,8 (stages of t "
-                        "devices within one node; methods ilp, dp, auto)")
+                        "devices within one node; each must divide the attention heads; two "
+                        "ring all-reduces a block; methods ilp, dp, auto)")
     p.add_argument("--devices-per-node", type=int, default=8,
                    help="devices per node, the largest TP degree (default 8)")
     p.add_argument("--residency", choices=["full", "partial"], default="full",

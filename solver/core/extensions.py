@@ -4,10 +4,15 @@
 Tensor parallelism (``TensorParallel``): a stage [s, e) may span t devices of one node (t among
 the allowed degrees, t <= devices per node). Per device it holds W/t weights, the full
 activations (each device keeps the all-reduced output) and B/t buffers (peak model: W/t + the
-largest input + output + buffer/t). Its time is C/t + the all-reduces + its inbound transfer;
-a ring all-reduce of b bytes over t devices costs 2 (t - 1) / t x b / bandwidth + 2 (t - 1) x
-link latency, once per layer that all-reduces. The stages use at most K devices in all. The
-transfer between stages uses the problem's link (where the devices sit is not modelled).
+largest input + output + buffer/t). Its time is (C - F)/t + F + the all-reduces + its inbound
+transfer, where F is the layers' fixed time (kernel overheads, which splitting does not
+shorten). Each all-reduce of b bytes over t devices costs 2 (t - 1) / t x b / bandwidth (ring
+and tree alike move that much per device) plus its steps times the link latency: 2 (t - 1)
+steps for a ring, 2 ceil(log2 t) for a tree. A layer does as many all-reduces as its
+``allreduce_count`` says (a transformer block two: after attention and after the MLP), so the
+time of a block does not depend on the granularity it is cut at. The stages use at most K
+devices in all. The transfer between stages uses the problem's link (where the devices sit is
+not modelled).
 
 Tiered residency (``Residency``): a stage keeps some of its layers' weights in the on-chip tier
 (the capacity) and streams the others from main memory. On chip it holds the resident weights plus
@@ -36,9 +41,11 @@ if TYPE_CHECKING:
     from .problem import Problem
 
 __all__ = [
+    "ALLREDUCE_ALGORITHMS",
     "Extension",
     "Residency",
     "TensorParallel",
+    "allreduce_counts",
     "best_residency",
     "default_allreduce_bytes",
     "residency_stage_time",
@@ -68,14 +75,28 @@ class Extension(str, Enum):
 
 
 _ALLREDUCES_PER_KIND = {"block": 2, "attention": 1, "mlp": 1, "moe": 1, "embed": 1, "head": 1}
+ALLREDUCE_ALGORITHMS = ("ring", "tree")
+
+
+def allreduce_counts(kinds: Sequence[str | None]) -> np.ndarray:
+    """All-reduces per forward of each layer when tensor-parallel (Megatron style): two per
+    transformer block (after attention, after the MLP), one per attention, MLP, embedding or
+    head operator, none for norms; an unknown kind (a chain JSON layer) counts one."""
+    return np.asarray([_ALLREDUCES_PER_KIND.get(k or "", 0 if k == "norm" else 1) for k in kinds],
+                      dtype=np.int64)
 
 
 def default_allreduce_bytes(kinds: Sequence[str | None], activation_bytes: np.ndarray) -> np.ndarray:
-    """Bytes all-reduced per forward by each layer when tensor-parallel (Megatron style): two
-    per transformer block (after attention, after the MLP), one per attention, MLP, embedding or
-    head operator, none for norms; an unknown kind (a chain JSON layer) counts one."""
-    counts = [_ALLREDUCES_PER_KIND.get(k or "", 0 if k == "norm" else 1) for k in kinds]
-    return np.asarray(counts, dtype=np.int64) * np.asarray(activation_bytes, dtype=np.int64)
+    """Bytes all-reduced per forward by each layer: its output once per all-reduce it does
+    (``allreduce_counts``)."""
+    return allreduce_counts(kinds) * np.asarray(activation_bytes, dtype=np.int64)
+
+
+def _steps(t: int, algorithm: str) -> int:
+    """Latency steps of one all-reduce over t devices."""
+    if t <= 1:
+        return 0
+    return 2 * (t - 1) if algorithm == "ring" else 2 * math.ceil(math.log2(t))
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +111,12 @@ class TensorParallel:
     """The intra-node link the all-reduces use."""
     uniform: bool = False
     """Every stage uses the same degree (engines take one TP size for the whole pipeline)."""
+    allreduce_count: np.ndarray | None = None
+    """Per layer: how many all-reduces carry its bytes (None: one per layer with bytes)."""
+    fixed_s: np.ndarray | None = None
+    """Per layer: seconds of its time that splitting does not shorten (None: none)."""
+    algorithm: str = "ring"
+    """ring or tree: how many latency steps an all-reduce takes."""
 
     def __post_init__(self) -> None:
         per_node = check_whole(self.devices_per_node, "devices_per_node", 1)
@@ -113,19 +140,52 @@ class TensorParallel:
                                     field="allreduce_bytes")
         arb_int = np.rint(arb).astype(np.int64)
         arb_int.setflags(write=False)
+        if self.algorithm not in ALLREDUCE_ALGORITHMS:
+            raise InvalidInputError(f"expected {' or '.join(ALLREDUCE_ALGORITHMS)}, got "
+                                    f"{self.algorithm!r}", field="allreduce")
+        count = (arb_int > 0).astype(np.int64) if self.allreduce_count is None \
+            else self._per_layer(self.allreduce_count, "allreduce_count", len(arb_int))
+        fixed = np.zeros(len(arb_int)) if self.fixed_s is None \
+            else self._per_layer(self.fixed_s, "fixed_s", len(arb_int)).astype(np.float64)
         put = object.__setattr__
         put(self, "degrees", tuple(sorted(set(degrees))))
         put(self, "devices_per_node", per_node)
         put(self, "allreduce_bytes", arb_int)
+        for name, value in (("allreduce_count", count.astype(np.int64)), ("fixed_s", fixed)):
+            value.setflags(write=False)
+            put(self, name, value)
+
+    @staticmethod
+    def _per_layer(values: object, name: str, n: int) -> np.ndarray:
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError("expected one number per layer", field=name) from None
+        if arr.shape != (n,) or np.any(~np.isfinite(arr)) or np.any(arr < 0):
+            raise InvalidInputError(f"expected {n} numbers >= 0 (one per layer)", field=name)
+        return arr
+
+    @property
+    def steps(self) -> dict[int, int]:
+        """Latency steps of one all-reduce, per allowed degree."""
+        return {t: _steps(t, self.algorithm) for t in self.degrees}
 
     def allreduce_s(self, s: int, e: int, t: int) -> float:
         """All-reduce time of the layers [s, e) split t ways."""
         if t == 1:
             return 0.0
-        arb = self.allreduce_bytes[s:e]
-        count = int(np.count_nonzero(arb))
-        return float(2 * (t - 1) / t * arb.sum() / self.link.bandwidth_bytes_per_s
-                     + 2 * (t - 1) * self.link.latency_s * count)
+        assert self.allreduce_count is not None
+        count = int(self.allreduce_count[s:e].sum())
+        return float(2 * (t - 1) / t * self.allreduce_bytes[s:e].sum()
+                     / self.link.bandwidth_bytes_per_s
+                     + _steps(t, self.algorithm) * self.link.latency_s * count)
+
+    def to_dict(self) -> dict[str, object]:
+        assert self.allreduce_count is not None and self.fixed_s is not None
+        return {"degrees": list(self.degrees), "devices_per_node": self.devices_per_node,
+                "allreduce_bytes": self.allreduce_bytes.tolist(), "link": self.link.to_dict(),
+                "uniform": self.uniform, "allreduce_count": self.allreduce_count.tolist(),
+                "fixed_s": self.fixed_s.tolist(), "algorithm": self.algorithm}
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,11 +221,14 @@ def _tp(problem: Problem) -> TensorParallel:
 
 
 def tp_stage_time(problem: Problem, s: int, e: int, t: int) -> float:
-    """Stage [s, e) on t devices: compute / t + all-reduces + inbound transfer."""
+    """Stage [s, e) on t devices: (compute - fixed) / t + fixed + all-reduces + inbound transfer."""
     if t == 1:
         return problem.stage_time(s, e)  # bit-identical to the canonical problem
+    tp = _tp(problem)
+    assert tp.fixed_s is not None
     compute = float(problem.prefix_latency[e] - problem.prefix_latency[s])
-    return compute / t + _tp(problem).allreduce_s(s, e, t) + float(problem.transfer_s[s])
+    fixed = float(tp.fixed_s[s:e].sum())
+    return (compute - fixed) / t + fixed + tp.allreduce_s(s, e, t) + float(problem.transfer_s[s])
 
 
 def tp_stage_memory(problem: Problem, s: int, e: int, t: int) -> int:
@@ -196,11 +259,14 @@ def stage_time_matrix(problem: Problem, t: int = 1) -> np.ndarray:
         fits = e_idx <= problem.capacity_reach[:, None]
         return np.where(valid & fits, times, np.inf)
     tp = _tp(problem)
+    assert tp.allreduce_count is not None and tp.fixed_s is not None
     pre_ar = np.concatenate(([0], np.cumsum(tp.allreduce_bytes)))
-    pre_cnt = np.concatenate(([0], np.cumsum(tp.allreduce_bytes > 0)))
-    compute = (pre[None, :] - pre[:n, None]) / t
+    pre_cnt = np.concatenate(([0], np.cumsum(tp.allreduce_count)))
+    pre_fix = np.concatenate(([0.0], np.cumsum(tp.fixed_s)))
+    fixed = pre_fix[None, :] - pre_fix[:n, None]
+    compute = (pre[None, :] - pre[:n, None] - fixed) / t + fixed
     ar = (2 * (t - 1) / t * (pre_ar[None, :] - pre_ar[:n, None]) / tp.link.bandwidth_bytes_per_s
-          + 2 * (t - 1) * tp.link.latency_s * (pre_cnt[None, :] - pre_cnt[:n, None]))
+          + _steps(t, tp.algorithm) * tp.link.latency_s * (pre_cnt[None, :] - pre_cnt[:n, None]))
     times = compute + ar + problem.transfer_s[:, None]
     memory = np.full((n, n + 1), np.iinfo(np.int64).max, dtype=np.int64)
     for s in range(n):

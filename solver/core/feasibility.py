@@ -11,6 +11,7 @@ the canonical partition are the canonical problem's.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 
@@ -222,8 +223,7 @@ def _diagnose_fleet(problem: Problem, fleet: Fleet) -> str | None:
     if problem.tensor_parallel is not None:
         widest = max(len(c.ranks) for c in fleet.classes)
         tp = problem.tensor_parallel
-        fitting = TensorParallel(tuple(t for t in tp.degrees if t <= widest),
-                                 tp.devices_per_node, tp.allreduce_bytes, tp.link)
+        fitting = dataclasses.replace(tp, degrees=tuple(t for t in tp.degrees if t <= widest))
         return _diagnose_tp(largest.replace(tensor_parallel=fitting), fitting)
     what = "its weights, output and buffer" if problem.memory_model is MemoryModel.ADDITIVE \
         else "its weights plus its live input, output and buffer"

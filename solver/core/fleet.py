@@ -19,6 +19,7 @@ through them, so all agree to the last bit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,7 +27,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InvalidInputError
-from .extensions import TensorParallel
 from .link import MAX_BYTES, MAX_SECONDS, Link, check_whole
 
 if TYPE_CHECKING:
@@ -182,8 +182,10 @@ def stage_view(problem: Problem, kind: int, in_link: Link, node: int) -> Problem
     if view is None:
         tp = problem.tensor_parallel
         if tp is not None:
-            tp = TensorParallel(tp.degrees, tp.devices_per_node, tp.allreduce_bytes,
-                                fleet.node_links[node])
+            assert tp.fixed_s is not None  # filled in by TensorParallel
+            # a kind's fixed time cannot exceed its whole time
+            tp = dataclasses.replace(tp, link=fleet.node_links[node],
+                                     fixed_s=np.minimum(tp.fixed_s, fleet.latency_s[kind]))
         view = problem.replace(fleet=None, capacity_bytes=fleet.capacity_bytes[kind],
                                latency_s=fleet.latency_s[kind], link=in_link,
                                tensor_parallel=tp)

@@ -443,11 +443,8 @@ class Problem:
             "input_bytes": self.input_bytes,
             "link": None if self.link is None else self.link.to_dict(),
             "cut_bytes": self.cut_bytes.tolist(),
-            "tensor_parallel": None if self.tensor_parallel is None else {
-                "degrees": list(self.tensor_parallel.degrees),
-                "devices_per_node": self.tensor_parallel.devices_per_node,
-                "allreduce_bytes": self.tensor_parallel.allreduce_bytes.tolist(),
-                "link": self.tensor_parallel.link.to_dict()},
+            "tensor_parallel": None if self.tensor_parallel is None
+            else self.tensor_parallel.to_dict(),
             "residency": None if self.residency is None else {
                 "resident_latency_s": self.residency.resident_latency_s.tolist(),
                 "streamed_latency_s": self.residency.streamed_latency_s.tolist()},
@@ -465,9 +462,10 @@ class Problem:
             fields["link"] = Link(**fields["link"])
         if fields.get("tensor_parallel") is not None:
             tp = dict(fields["tensor_parallel"])
-            fields["tensor_parallel"] = TensorParallel(tuple(tp["degrees"]), tp["devices_per_node"],
-                                                       np.asarray(tp["allreduce_bytes"]),
-                                                       Link(**tp["link"]))
+            fields["tensor_parallel"] = TensorParallel(
+                tuple(tp["degrees"]), tp["devices_per_node"], np.asarray(tp["allreduce_bytes"]),
+                Link(**tp["link"]), bool(tp.get("uniform", False)), tp.get("allreduce_count"),
+                tp.get("fixed_s"), tp.get("algorithm", "ring"))
         if fields.get("residency") is not None:
             fields["residency"] = Residency(**fields["residency"])
         if fields.get("fleet") is not None:

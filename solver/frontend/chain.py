@@ -18,11 +18,13 @@ _LAYER_FIELDS = frozenset({"name", "weight_bytes", "activation_bytes", "buffer_b
                            "kind", "params", "flops", "bytes_moved", "kv_cache_bytes",
                            "latency_hbm_s", "kv_bytes_per_token", "backward_latency_s",
                            "stash_bytes", "train_state_bytes", "backward_flops",
-                           "recompute_flops"})
+                           "recompute_flops", "overhead_s", "allreduces", "allreduce_bytes",
+                           "heads", "kv_heads"})
 # Optional numbers a layer may carry, and whether each must be whole.
 _OPTIONAL_NUMBERS = {"kv_bytes_per_token": True, "backward_latency_s": False,
                      "stash_bytes": True, "train_state_bytes": True, "backward_flops": False,
-                     "recompute_flops": False}
+                     "recompute_flops": False, "overhead_s": False, "allreduces": True,
+                     "allreduce_bytes": True, "heads": True, "kv_heads": True}
 # The annotations cachepart writes, which only reports read back: checked as strictly all the
 # same, so that a wrong type fails here, naming the field, and not in a table or a sum later.
 _ANNOTATIONS = {"params": True, "flops": False, "bytes_moved": True, "kv_cache_bytes": True,

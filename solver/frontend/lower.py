@@ -11,7 +11,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..core.errors import InvalidInputError
-from ..core.extensions import Residency, TensorParallel, default_allreduce_bytes
+from ..core.extensions import (
+    Residency,
+    TensorParallel,
+    allreduce_counts,
+    default_allreduce_bytes,
+)
 from ..core.fleet import Fleet
 from ..core.link import Link
 from ..core.problem import MemoryModel, Problem
@@ -21,6 +26,7 @@ from .graph import LayerGraph
 
 __all__ = [
     "allreduce_bytes_of",
+    "check_tp_degrees",
     "fleet_for",
     "kind_latencies",
     "problem_from_graph",
@@ -139,22 +145,53 @@ def fleet_for(cluster: Cluster, latency_by_kind: Mapping[str, np.ndarray],
 
 
 def allreduce_bytes_of(graph: LayerGraph) -> np.ndarray:
-    """Per layer, in execution order: the bytes it all-reduces when tensor-parallel (by its
+    """Per layer, in execution order: the bytes it all-reduces when tensor-parallel (its
+    ``allreduce_bytes`` where the cost model wrote them, in the reduction dtype; else by its
     ``kind``: see default_allreduce_bytes)."""
     layers = graph.layers()
-    return default_allreduce_bytes([layer.get("kind") for layer in layers],
-                                   np.array([layer["activation_bytes"] for layer in layers]))
+    default = default_allreduce_bytes([layer.get("kind") for layer in layers],
+                                      np.array([layer["activation_bytes"] for layer in layers]))
+    return np.array([layer.get("allreduce_bytes", d) for layer, d in zip(layers, default, strict=True)],
+                     dtype=np.int64)
+
+
+def check_tp_degrees(graph: LayerGraph, degrees: Sequence[int]) -> None:
+    """Every degree must split each attention layer's heads evenly: t divides the query heads,
+    and the KV heads either divide by t or are replicated (t a multiple of them)."""
+    for layer in graph.layers():
+        heads, kv = layer.get("heads"), layer.get("kv_heads")
+        if not heads:
+            continue
+        for t in degrees:
+            if heads % t:
+                raise InvalidInputError(
+                    f"degree {t} does not divide the {heads} attention heads of layer "
+                    f"{layer['name']!r} ({graph.name}): use a divisor of {heads}",
+                    field="tp_degrees")
+            if kv and kv % t and t % kv:
+                raise InvalidInputError(
+                    f"degree {t} neither divides nor is a multiple of the {kv} KV heads of "
+                    f"layer {layer['name']!r} ({graph.name})", field="tp_degrees")
 
 
 def tensor_parallel_for(graph: LayerGraph, degrees: Sequence[int], devices_per_node: int = 8,
-                        link: Link | None = None) -> TensorParallel:
-    """The tensor-parallel extension for ``graph``: all-reduce bytes from its layer kinds, over
-    ``link`` (default: the graph's own link between devices)."""
+                        link: Link | None = None, algorithm: str = "ring") -> TensorParallel:
+    """The tensor-parallel extension for ``graph``: all-reduce bytes and counts from its layers,
+    each layer's fixed time (``overhead_s``), over ``link`` (default: the graph's own link
+    between devices); the degrees must split every layer's attention heads."""
     link = link if link is not None else graph.link
     if link is None:
         raise InvalidInputError(f"model {graph.name!r} has no link between devices to all-reduce "
                                 "over; give one", field="tp_link")
-    return TensorParallel(tuple(degrees), devices_per_node, allreduce_bytes_of(graph), link)
+    check_tp_degrees(graph, degrees)
+    layers = graph.layers()
+    counts = allreduce_counts([layer.get("kind") for layer in layers])
+    counts = np.array([layer.get("allreduces", c) for layer, c in zip(layers, counts, strict=True)])
+    latency = np.array([layer["latency_s"] if isinstance(layer["latency_s"], int | float)
+                        else 0.0 for layer in layers], dtype=np.float64)
+    fixed = np.minimum([float(layer.get("overhead_s", 0.0)) for layer in layers], latency)
+    return TensorParallel(tuple(degrees), devices_per_node, allreduce_bytes_of(graph), link,
+                          allreduce_count=counts, fixed_s=fixed, algorithm=algorithm)
 
 
 def residency_for(graph: LayerGraph) -> Residency:

@@ -8,6 +8,7 @@ and safetensors files), a chain JSON, or a torch module factory (``file.py:facto
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,10 @@ from models.transformer import Granularity
 from models.zoo import load_zoo_model, zoo_names
 
 from ..core.errors import InvalidInputError
+from ..core.extensions import allreduce_counts
 from ..core.files import check_name, display_path, read_json, shorten
 from ..hardware.catalogue import Device, get_device
-from ..hardware.cost import roofline_latency
+from ..hardware.cost import overhead_time, roofline_latency
 from ..hardware.footprint import DTYPE_BYTES, LayerFootprint, Workload, footprints
 from ..hardware.training import TrainOptions, train_footprints
 from .chain import chain_from_dict
@@ -181,13 +183,25 @@ def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
     speed_tier = bandwidth_tier(device, tier) if on_chip else tier
     rows: list[dict[str, Any]] = []
     previous = input_bytes
+    act_size = DTYPE_BYTES[workload.activation_dtype]
+    reduce_size = max(act_size, DTYPE_BYTES["bf16"])
     for fp in fps:
         hbm = roofline_latency(fp, device, workload, input_bytes=previous)
+        desc = layers[len(rows)]
         row = {"name": fp.name, "kind": fp.kind, "params": fp.params,
                "weight_bytes": fp.weight_bytes, "activation_bytes": fp.activation_bytes,
                "buffer_bytes": fp.buffer_bytes, "kv_cache_bytes": fp.kv_cache_bytes,
                "kv_bytes_per_token": fp.kv_bytes_per_token,
-               "flops": fp.flops, "bytes_moved": fp.bytes_moved, "latency_s": hbm}
+               "flops": fp.flops, "bytes_moved": fp.bytes_moved, "latency_s": hbm,
+               "overhead_s": overhead_time(fp, device),
+               "allreduces": int(allreduce_counts([fp.kind])[0]),
+               # all-reduced in at least 16 bits: FP8 and INT8 runs reduce their partial sums
+               # in BF16, so the bytes are the output's at the reduction dtype
+               "allreduce_bytes": int(allreduce_counts([fp.kind])[0])
+               * math.ceil(fp.activation_bytes * reduce_size / act_size)}
+        if desc.attention is not None:
+            row["heads"] = desc.attention.heads
+            row["kv_heads"] = desc.attention.kv_heads
         if on_chip:
             row["latency_s"] = roofline_latency(fp, device, workload, speed_tier,
                                                 input_bytes=previous)

@@ -3,7 +3,9 @@
 The catalogue ships as package data (``solver/data/devices.yaml``, from the project's hardware
 reference). Every number carries a source string in ``Device.sources``, keyed by its path in the
 entry (``tiers.l2``, ``bandwidth.hbm``, ``peak_flops.bf16``, ``link.latency_s``...) and tagged
-[S] vendor specification, [M] measured, [2] secondary, [D] derived, [P] planning default.
+[S] vendor specification, [M] measured, [2] secondary, [D] derived, [P] planning default,
+[F] fitted to measured times (``cachepart calibrate``). ``efficiency`` and ``overhead`` are the
+cost model's factors (hardware/factors.py); ``calibration`` records a fit (not read by the model).
 
 Users add or override devices with their own YAML file in the same format, through
 ``register_devices(path)`` or the ``CACHEPART_DEVICES`` environment variable (one path, or
@@ -37,7 +39,8 @@ from ..core.errors import InvalidInputError
 from ..core.files import display_path, plain, read_yaml, shorten
 from ..core.link import Link
 from ..core.units import parse_bytes
-from .footprint import DTYPE_BYTES
+from .factors import CostFactors
+from .footprint import DTYPE_BYTES, DTYPE_FALLBACK
 
 __all__ = [
     "CATALOGUE_SCHEMA",
@@ -62,18 +65,14 @@ TIER_ORDER: tuple[str, ...] = ("smem", "l2", "l2-usable", "hbm")
 # Tiers that are part of another memory and so share its bandwidth.
 SAME_MEMORY: dict[str, str] = {"l2-usable": "l2", "l2-persist-max": "l2"}
 
-DTYPE_FALLBACK: dict[str, tuple[str, ...]] = {
-    "int4": ("int8", "fp16", "bf16"),
-    "int8": ("fp16", "bf16"),
-    "fp8": ("fp16", "bf16"),
-    "fp16": ("bf16",),
-    "bf16": ("fp16",),
-    "fp32": (),
-}
 
 _ENTRY_KEYS = frozenset({"description", "base", "main_memory", "tiers", "bandwidth", "peak_flops",
-                         "efficiency", "link", "pcie", "notes", "sources"})
-_MERGED_KEYS = ("tiers", "bandwidth", "peak_flops", "link", "pcie", "sources")
+                         "efficiency", "overhead", "link", "pcie", "notes", "sources",
+                         "calibration"})
+_MERGED_KEYS = ("tiers", "bandwidth", "peak_flops", "link", "pcie", "sources", "overhead")
+_CLASSES = ("matmul", "attention")
+_EFFICIENCY_KEYS = (*_CLASSES, "memory")
+_OVERHEAD_KEYS = ("kernel_s",)
 _LINK_KEYS = ("bandwidth_bytes_per_s", "latency_s")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -90,8 +89,8 @@ class Device:
     """Bandwidth of the main memory (``main_memory``): HBM on GPUs, SRAM on Groq/Cerebras/IPU."""
     link: Link
     """Device-to-device link within a node, one direction."""
-    efficiency: float = 0.7
-    """Fraction of peak FLOP/s a large matmul reaches; a planning default, not a measurement."""
+    factors: CostFactors = field(default_factory=CostFactors)
+    """Efficiencies per operation class and dtype, and the per-kernel overhead (factors.py)."""
     sources: dict[str, str] = field(default_factory=dict)
     """Source of every number, keyed by its path (``tiers.l2``, ``peak_flops.bf16``...)."""
     tier_bandwidth: dict[str, float] = field(default_factory=dict)
@@ -104,6 +103,13 @@ class Device:
     notes: tuple[str, ...] = ()
     peak_fallback: dict[str, str] = field(default_factory=dict)
     """Compute dtype -> the dtype whose rate it was given (only the filled-in ones)."""
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """What a ``cachepart calibrate`` fit recorded (points, residuals); not read by the model."""
+
+    @property
+    def efficiency(self) -> float:
+        """The default GEMM efficiency (the single figure of the catalogue before op classes)."""
+        return self.factors.matmul_for("default")
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for a compute dtype; InvalidInputError naming what is known if absent."""
@@ -133,9 +139,10 @@ class Device:
             "name": self.name, "description": self.description, "main_memory": self.main_memory,
             "tiers": dict(self.tiers), "bandwidth": dict(self.tier_bandwidth),
             "hbm_bytes_per_s": self.hbm_bytes_per_s, "peak_flops": dict(self.peak_flops),
-            "peak_fallback": dict(self.peak_fallback), "efficiency": self.efficiency,
+            "peak_fallback": dict(self.peak_fallback), "efficiency": self.factors.to_dict(),
             "link": self.link.to_dict(), "pcie": None if self.pcie is None else self.pcie.to_dict(),
             "notes": list(self.notes), "sources": dict(self.sources),
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
 
 
@@ -212,8 +219,17 @@ def _number_paths(raw: Mapping[str, Any]) -> list[str]:
     for group in ("tiers", "bandwidth", "peak_flops"):
         if isinstance(raw.get(group), Mapping):
             paths += [f"{group}.{key}" for key in raw[group]]
-    if "efficiency" in raw:
+    eff = raw.get("efficiency")
+    if isinstance(eff, Mapping):
+        for cls in _CLASSES:
+            if isinstance(eff.get(cls), Mapping):
+                paths += [f"efficiency.{cls}.{key}" for key in eff[cls]]
+        if "memory" in eff:
+            paths.append("efficiency.memory")
+    elif eff is not None:
         paths.append("efficiency")
+    if isinstance(raw.get("overhead"), Mapping):
+        paths += [f"overhead.{key}" for key in raw["overhead"]]
     for link in ("link", "pcie"):
         if isinstance(raw.get(link), Mapping):
             paths += [f"{link}.{key}" for key in raw[link]]
@@ -226,9 +242,19 @@ def _merge_base(raw: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     replaced = set(_number_paths(raw))
     if "pcie" in raw and raw["pcie"] is None:  # `pcie: null` removes the base's host link
         replaced |= {f"pcie.{k}" for k in _LINK_KEYS}
-    merged["sources"] = {k: v for k, v in merged.get("sources", {}).items() if k not in replaced}
+    scalar_eff = "efficiency" in raw and not isinstance(raw["efficiency"], Mapping)
+    merged["sources"] = {k: v for k, v in merged.get("sources", {}).items()
+                         if k not in replaced and not (scalar_eff and k.startswith("efficiency"))}
+    merged.pop("calibration", None)  # a fit describes the entry it was written for
     for key, value in raw.items():
         if key == "base":
+            continue
+        if key == "efficiency" and isinstance(value, Mapping) \
+                and isinstance(merged.get(key), Mapping):
+            old = merged[key]
+            merged[key] = {**old, **{k: ({**old[k], **v} if isinstance(v, Mapping)
+                                         and isinstance(old.get(k), Mapping) else v)
+                                     for k, v in value.items()}}
             continue
         if key in _MERGED_KEYS and isinstance(value, Mapping) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
@@ -274,9 +300,10 @@ def _device(name: str, raw: dict[str, Any], where: str) -> Device:
             raise _fail(where, name, f"peak_flops.{dtype}",
                         f"unknown dtype (known: {', '.join(DTYPE_BYTES)})")
         peaks[dtype] = _number(value, where, name, f"peak_flops.{dtype}")
-    efficiency = _number(raw["efficiency"], where, name, "efficiency")
-    if efficiency > 1:
-        raise _fail(where, name, "efficiency", f"must be in (0, 1], got {shorten(raw['efficiency'])}")
+    factors = _factors(raw, where, name)
+    calibration = raw.get("calibration") or {}
+    if not isinstance(calibration, Mapping):
+        raise _fail(where, name, "calibration", f"expected a mapping, got {shorten(calibration)}")
     link = _link(raw["link"], where, name, "link")
     pcie = None if raw.get("pcie") is None else _link(raw["pcie"], where, name, "pcie")
     notes_raw = raw.get("notes")
@@ -304,6 +331,8 @@ def _device(name: str, raw: dict[str, Any], where: str) -> Device:
     for prefix, value in (("link", link), ("pcie", pcie)):
         if value is not None and f"{prefix}.latency_s" not in sources:
             sources[f"{prefix}.latency_s"] = "[P] not given: taken as 0"
+    if "overhead.kernel_s" not in sources:
+        sources["overhead.kernel_s"] = "[P] not given: taken as 0"
 
     # Derived figures, labelled so a reader can tell them from stated ones.
     for tier, parent in SAME_MEMORY.items():
@@ -330,9 +359,55 @@ def _device(name: str, raw: dict[str, Any], where: str) -> Device:
 
     return Device(
         name=name, tiers=_ordered_tiers(tiers), peak_flops=peaks, hbm_bytes_per_s=bandwidth[main],
-        link=link, efficiency=efficiency, sources=sources, tier_bandwidth=bandwidth,
+        link=link, factors=factors, sources=sources, tier_bandwidth=bandwidth,
         main_memory=main, pcie=pcie, description=description, notes=tuple(notes),
-        peak_fallback=fallback)
+        peak_fallback=fallback, calibration=dict(calibration))
+
+
+def _fraction(value: Any, where: str, device: str, path: str) -> float:
+    number = _number(value, where, device, path)
+    if number > 1:
+        raise _fail(where, device, path, f"must be in (0, 1], got {shorten(value)}")
+    return number
+
+
+def _factors(raw: Mapping[str, Any], where: str, device: str) -> CostFactors:
+    """The efficiency (a number, or a mapping by op class) and overhead entries."""
+    eff = raw["efficiency"]
+    if not isinstance(eff, Mapping):
+        value = _fraction(eff, where, device, "efficiency")
+        tables: dict[str, dict[str, float]] = {cls: {"default": value} for cls in _CLASSES}
+        memory = 1.0
+    else:
+        eff = _mapping(eff, where, device, "efficiency")
+        unknown = sorted(set(eff) - set(_EFFICIENCY_KEYS))
+        if unknown:
+            raise _fail(where, device, f"efficiency.{unknown[0]}",
+                        f"unknown field (known: {', '.join(_EFFICIENCY_KEYS)})")
+        tables = {}
+        for cls in _CLASSES:
+            table = _mapping(eff.get(cls, {}), where, device, f"efficiency.{cls}")
+            for dtype in table:
+                if dtype != "default" and dtype not in DTYPE_BYTES:
+                    raise _fail(where, device, f"efficiency.{cls}.{dtype}",
+                                f"unknown dtype (known: default, {', '.join(DTYPE_BYTES)})")
+            tables[cls] = {d: _fraction(v, where, device, f"efficiency.{cls}.{d}")
+                           for d, v in table.items()}
+            if "default" not in tables[cls]:
+                raise _fail(where, device, f"efficiency.{cls}.default",
+                            "missing (the figure for dtypes not listed)")
+        memory = _fraction(eff.get("memory", 1.0), where, device, "efficiency.memory")
+    overhead = _mapping(raw.get("overhead") or {}, where, device, "overhead")
+    unknown = sorted(set(overhead) - set(_OVERHEAD_KEYS))
+    if unknown:
+        raise _fail(where, device, f"overhead.{unknown[0]}",
+                    f"unknown field (known: {', '.join(_OVERHEAD_KEYS)})")
+    kernel_s = _number(overhead.get("kernel_s", 0.0), where, device, "overhead.kernel_s",
+                       positive=False)
+    if kernel_s > 1.0:
+        raise _fail(where, device, "overhead.kernel_s",
+                    f"must be at most 1 second a kernel, got {shorten(overhead['kernel_s'])}")
+    return CostFactors(tables["matmul"], tables["attention"], memory, kernel_s)
 
 
 def _parse_document(doc: Any, where: str, known_raw: Mapping[str, dict[str, Any]]

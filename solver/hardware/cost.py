@@ -1,73 +1,136 @@
-"""Latency of a layer by roofline: max(compute time, memory time).
+"""Latency of a layer: a roofline per operation class, plus a fixed cost per kernel.
 
-compute = FLOPs / (peak FLOP/s of the compute dtype x efficiency);
-memory  = bytes moved / bandwidth of the memory they are read from.
+    time = max(matmul FLOPs / matmul rate,    weight bytes / bandwidth)       (the GEMMs)
+         + max(attention FLOPs / attn rate,   KV-cache bytes / bandwidth)     (fused attention)
+         + other bytes / bandwidth                                            (streaming ops)
+         + kernels x kernel overhead
 
-With no tier (the default, and what the planner used before tiers existed) every byte moves at
-the main memory's bandwidth (HBM on GPUs). With a tier, the bytes split in two:
-- weight bytes read, at the tier's bandwidth (the weights live there);
-- the rest (layer input and output, KV cache), at the tier's bandwidth too by default, because
-  the partitioner's capacity counts a stage's activations and buffers along with its weights: a
-  plan against the l2 tier assumes all of them fit in L2. Pass ``activations_in_tier=False`` when
-  only the weights are pinned (a CUDA persisting window over the weights): the rest then moves
-  at the main memory's bandwidth.
-The two streams are added, not overlapped: on a GPU all HBM traffic passes through L2, so they
-share a path (conservative).
+A rate is the dense peak of the compute (activation) dtype times the device's efficiency for
+that class and dtype; a bandwidth is the memory's (achieved) figure times the memory efficiency
+(hardware/factors.py). The classes run one after the other, so their times add; within a class
+the kernel is bound by the slower of its compute and its reads.
 
-A footprint records bytes moved, not how they split; the weight share is recovered as
-bytes moved - input - output - KV cache, where the input is ``input_bytes`` when given, else
-taken equal to the layer's output (true for the blocks of a transformer or an MLP).
+With no tier (the default) every byte moves at the main memory's bandwidth (HBM on GPUs). With
+a tier, the weights are read at the tier's bandwidth, and the rest (layer input and output, KV
+cache) at the tier's bandwidth too by default, because the partitioner's capacity counts a
+stage's activations and buffers along with its weights: a plan against the l2 tier assumes all
+of them fit in L2. Pass ``activations_in_tier=False`` when only the weights are pinned (a CUDA
+persisting window over the weights): the rest then moves at the main memory's bandwidth.
+
+A footprint from ``footprints`` records its weight read; one built by hand may not, and its
+weight share is then recovered as bytes moved - input - output - KV cache, where the input is
+``input_bytes`` when given, else taken equal to the layer's output.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from ..core.errors import InvalidInputError
 from .catalogue import Device
+from .factors import CostFactors
 from .footprint import LayerFootprint, Workload
 
 __all__ = [
+    "LayerTerms",
     "compute_time",
+    "layer_terms",
     "memory_time",
+    "overhead_time",
     "roofline_latency",
     "stage_fits_tier",
     "stage_tier_bytes",
+    "terms_latency",
     "weight_read_bytes",
 ]
 
 
-def compute_time(fp: LayerFootprint, device: Device, workload: Workload) -> float:
-    """FLOPs over the derated peak of the workload's compute (activation) dtype."""
-    return fp.flops / (device.peak(workload.activation_dtype) * device.efficiency)
+@dataclass(frozen=True)
+class LayerTerms:
+    """What a layer's time is made of, before efficiencies: FLOPs per class at the dtype's peak,
+    bytes per class at their memory's bandwidth, and its kernel count."""
+
+    matmul_flops: float
+    attention_flops: float
+    peak_flops: float
+    dtype: str
+    weight_bytes: float
+    weight_bandwidth: float
+    kv_bytes: float
+    other_bytes: float
+    other_bandwidth: float
+    kernels: int
 
 
 def weight_read_bytes(fp: LayerFootprint, input_bytes: int | None = None) -> int:
     """The weight bytes among ``fp.bytes_moved`` (see the module notes)."""
+    if fp.weight_read is not None:
+        return fp.weight_read
     inbound = fp.activation_bytes if input_bytes is None else input_bytes
     weights = fp.bytes_moved - inbound - fp.activation_bytes - fp.kv_cache_bytes
     return max(0, min(fp.weight_bytes, weights))
 
 
+def layer_terms(fp: LayerFootprint, device: Device, workload: Workload, tier: str | None = None,
+                *, activations_in_tier: bool = True, input_bytes: int | None = None) -> LayerTerms:
+    """The layer's terms on ``device`` (its weights read from ``tier``; None: main memory)."""
+    main_bw = device.bandwidth(None)
+    tier_bw = main_bw if tier is None or tier == device.main_memory else device.bandwidth(tier)
+    weights = weight_read_bytes(fp, input_bytes)
+    kv = min(fp.kv_cache_bytes, fp.bytes_moved - weights)
+    other = max(0, fp.bytes_moved - weights - kv)
+    dtype = workload.activation_dtype
+    return LayerTerms(fp.flops - fp.attention_flops, fp.attention_flops, device.peak(dtype), dtype,
+                      weights, tier_bw, kv, other,
+                      tier_bw if activations_in_tier else main_bw, fp.kernels)
+
+
+def terms_latency(terms: LayerTerms, factors: CostFactors) -> float:
+    """Seconds for a layer's terms under ``factors`` (the module's formula)."""
+    mem = factors.memory
+    other_bw = terms.other_bandwidth * mem
+    matmul = max(terms.matmul_flops / (terms.peak_flops * factors.matmul_for(terms.dtype)),
+                 terms.weight_bytes / (terms.weight_bandwidth * mem))
+    attention = max(terms.attention_flops
+                    / (terms.peak_flops * factors.attention_for(terms.dtype)),
+                    terms.kv_bytes / other_bw)
+    return matmul + attention + terms.other_bytes / other_bw + terms.kernels * factors.kernel_s
+
+
+def compute_time(fp: LayerFootprint, device: Device, workload: Workload) -> float:
+    """FLOPs over the derated peak of the compute dtype, each class at its efficiency."""
+    f = device.factors
+    peak = device.peak(workload.activation_dtype)
+    return ((fp.flops - fp.attention_flops) / (peak * f.matmul_for(workload.activation_dtype))
+            + fp.attention_flops / (peak * f.attention_for(workload.activation_dtype)))
+
+
 def memory_time(fp: LayerFootprint, device: Device, tier: str | None = None, *,
                 activations_in_tier: bool = True, input_bytes: int | None = None) -> float:
     """Seconds to move the layer's bytes, given where its weights (and activations) live."""
-    main_bw = device.bandwidth(None)
+    mem = device.factors.memory
+    main_bw = device.bandwidth(None) * mem
     if tier is None or tier == device.main_memory:
         return fp.bytes_moved / main_bw
-    tier_bw = device.bandwidth(tier)
+    tier_bw = device.bandwidth(tier) * mem
     weights = weight_read_bytes(fp, input_bytes)
     rest = fp.bytes_moved - weights
     return weights / tier_bw + rest / (tier_bw if activations_in_tier else main_bw)
 
 
+def overhead_time(fp: LayerFootprint, device: Device) -> float:
+    """The fixed part of a layer's time: its kernels' overhead (not shortened by splitting it)."""
+    return fp.kernels * device.factors.kernel_s
+
+
 def roofline_latency(fp: LayerFootprint, device: Device, workload: Workload,
                      tier: str | None = None, *, activations_in_tier: bool = True,
                      input_bytes: int | None = None) -> float:
-    """max(compute time, memory time). ``tier`` None: every byte at main-memory bandwidth."""
-    return max(compute_time(fp, device, workload),
-               memory_time(fp, device, tier, activations_in_tier=activations_in_tier,
-                           input_bytes=input_bytes))
+    """The layer's time (the module's formula). ``tier`` None: every byte at main memory."""
+    return terms_latency(layer_terms(fp, device, workload, tier,
+                                     activations_in_tier=activations_in_tier,
+                                     input_bytes=input_bytes), device.factors)
 
 
 def stage_tier_bytes(fps: Iterable[LayerFootprint], *, weights_only: bool = False) -> int:

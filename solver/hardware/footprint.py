@@ -18,7 +18,14 @@ Counted for one micro-batch in flight (a pipeline stage holds one at a time):
   head dim x queries x keys, halved for causal prefill);
 - bytes moved: weights read, input and output activations, the KV cache read when decoding
   (a mixture of experts that reads only part of its weights reads that share of its weight
-  bytes).
+  bytes; an embedding gathers one row a token, not its whole table).
+
+At inference, a causal LM's head (``LayerDesc.last_token``) computes the last position's logits
+only in prefill: what the next token needs, and what serving engines compute. Training runs it
+over every token.
+
+For the cost model (hardware/cost.py) a footprint also splits its FLOPs (``attention_flops``
+of ``flops`` are the score and value products) and counts the kernels the layer runs.
 """
 
 from __future__ import annotations
@@ -32,9 +39,36 @@ from models.layers import LayerDesc
 from ..core.errors import InvalidInputError
 from ..core.link import check_whole
 
-__all__ = ["DTYPE_BYTES", "LayerFootprint", "Workload", "footprints"]
+__all__ = ["DTYPE_BYTES", "DTYPE_FALLBACK", "KERNELS", "LayerFootprint", "Workload", "footprints",
+           "kernels_of"]
 
 DTYPE_BYTES: dict[str, float] = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
+
+DTYPE_FALLBACK: dict[str, tuple[str, ...]] = {
+    "int4": ("int8", "fp16", "bf16"),
+    "int8": ("fp16", "bf16"),
+    "fp8": ("fp16", "bf16"),
+    "fp16": ("bf16",),
+    "bf16": ("fp16",),
+    "fp32": (),
+}
+"""A compute dtype without a figure of its own takes the first of these that has one."""
+
+
+KERNELS: dict[str, int] = {"embed": 1, "norm": 1, "attention": 3, "mlp": 3, "moe": 5,
+                           "head": 2, "block": 8}
+"""Kernels a layer of each kind runs in a forward pass, as fused inference engines run them:
+attention = QKV GEMM, fused attention (with rotary), output GEMM; MLP = gate/up GEMM,
+activation, down GEMM; MoE = router, expert GEMMs (2), activation, combine; a norm with its
+residual add; the head = final norm + GEMM; a block = its two norms, attention and MLP.
+Unknown kinds count one."""
+
+
+def kernels_of(kind: str | None, *, moe: bool = False) -> int:
+    """Kernels a layer of ``kind`` runs (a block with a mixture of experts runs the MoE's)."""
+    if kind == "block" and moe:
+        return 2 * KERNELS["norm"] + KERNELS["attention"] + KERNELS["moe"]
+    return KERNELS.get(kind or "", 1)
 
 
 @dataclass(frozen=True)
@@ -112,6 +146,12 @@ class LayerFootprint:
     kv_bytes_per_token: int = 0
     """KV-cache bytes one token of context adds (attention layers; 0 elsewhere), in every
     phase; when decoding, kv_cache_bytes = kv_bytes_per_token x micro-batch x context."""
+    attention_flops: float = 0.0
+    """Of ``flops``, the attention score and value products (the rest are matmuls)."""
+    kernels: int = 1
+    """Kernels the layer runs in a forward pass (KERNELS)."""
+    weight_read: int | None = None
+    """Of ``bytes_moved``, the weight bytes read (None: recovered, see cost.weight_read_bytes)."""
 
 
 def _weight_bytes(layer: LayerDesc, params: int, wb: float) -> int:
@@ -132,19 +172,22 @@ def footprints(layers: list[LayerDesc], workload: Workload) -> list[LayerFootpri
     decode = workload.phase == "decode"
     out: list[LayerFootprint] = []
     previous_out = 0
+    last_only = workload.phase == "prefill"
     for layer in layers:
         if layer.unit == "sample":
             units, queries, keys = m, 1, 1
         else:
             per_seq = layer.tokens_per_sample or workload.seq_len
             queries = 1 if decode and layer.tokens_per_sample is None else per_seq
+            if layer.last_token and last_only:
+                queries = 1
             keys = per_seq
             units = m * queries
         weight = _weight_bytes(layer, layer.weight_params, wb)
         activation = math.ceil(layer.out_elems * units * ab)
         buffer = math.ceil(layer.buffer_elems * units * ab)
         flops = float(layer.flops) * units
-        kv, per_token = 0, 0
+        kv, per_token, attention_flops = 0, 0, 0.0
         attn = layer.attention
         if attn is not None:
             # 2 x 0.5 bytes (int4) is still whole: the per-token figure is exact for every dtype
@@ -152,12 +195,19 @@ def footprints(layers: list[LayerDesc], workload: Workload) -> list[LayerFootpri
             if workload.attention == "eager":
                 buffer += math.ceil(m * attn.heads * queries * keys * ab)
             causal = 0.5 if attn.causal and not decode else 1.0
-            flops += 4.0 * m * attn.heads * attn.head_dim * queries * keys * causal
+            attention_flops = 4.0 * m * attn.heads * attn.head_dim * queries * keys * causal
+            flops += attention_flops
             if decode:
                 kv = per_token * m * keys
-        read = _weight_bytes(layer, min(layer.weight_params, layer.read_params * units), wb)
+        if layer.kind == "embed" and not layer.flops and layer.unit == "token":
+            rows = layer.out_elems * units  # a lookup gathers one row a token
+            read = _weight_bytes(layer, min(layer.weight_params, rows), wb)
+        else:
+            read = _weight_bytes(layer, min(layer.weight_params, layer.read_params * units), wb)
         moved = read + previous_out + activation + kv
         out.append(LayerFootprint(layer.name, layer.kind, layer.params, weight, activation,
-                                  buffer + kv, kv, flops, moved, per_token))
+                                  buffer + kv, kv, flops, moved, per_token, attention_flops,
+                                  kernels_of(layer.kind, moe=layer.active_params is not None),
+                                  read))
         previous_out = activation
     return out
