@@ -10,7 +10,7 @@ from collections.abc import Sequence
 __all__ = ["COMMANDS", "main"]
 
 COMMANDS: tuple[str, ...] = ("solve", "compare", "show", "inspect", "zoo", "simulate", "export",
-                             "plot", "batch", "run", "profile", "devices", "paper")
+                             "plot", "batch", "run", "profile", "calibrate", "devices", "paper")
 """Sub-command modules, in the order ``--help`` lists them."""
 
 
