@@ -158,7 +158,7 @@ def test_solve_with_an_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert plan.hardware.capacity_bytes == int(plan.engine["device_capacity_bytes"] * 0.9)
     assert plan.stages[0].layers[:2] == ("embed", "block0")
     assert plan.stages[-1].layers[-2:][-1] == "head" and len(plan.stages[-1].layers) >= 2
-    assert json.loads(out.read_text())["schema_version"] == "1.5"
+    assert json.loads(out.read_text())["schema_version"] == "1.6"
     cases = [
         (["--granularity", "op"], "whole blocks"),
         (["--residency", "partial", "--capacity", "l2"], "--residency partial"),

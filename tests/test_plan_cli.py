@@ -49,7 +49,7 @@ def test_plan_round_trip(tmp_path: Path) -> None:
     again = load_plan(path)
     assert again == plan
     data = json.loads(path.read_text())
-    assert data["schema_version"] == "1.5"
+    assert data["schema_version"] == "1.6"
     # a 1.0 plan (no device_type, node or cluster) still loads
     old = {**data, "schema_version": "1.0",
            "stages": [{k: v for k, v in st.items() if k not in ("device_type", "node")}

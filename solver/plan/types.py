@@ -24,6 +24,7 @@ from ..core.status import Status
 from ..core.training import MAX_MICROBATCHES, SCHEDULES
 
 __all__ = [
+    "COST_MODEL_SINCE",
     "SCHEMA_VERSION",
     "HardwareInfo",
     "ModelInfo",
@@ -34,12 +35,18 @@ __all__ = [
     "plan_schema",
 ]
 
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 """1.1: stages may carry device_type and node, hardware may carry the cluster. 1.2: the
 engine the plan was shaped for. 1.3: KV capacity per stage and per plan, the objective's name.
 1.4: training plans (each stage's forward, backward, outbound transfer and micro-batches in
 flight; the schedule's predictions). 1.5: model.latency_source ("profile": measured times,
-which verify_plan does not redo)."""
+which verify_plan does not redo). 1.6: the same fields, timed by the calibrated cost model
+(efficiencies per operation class and dtype, kernel overhead, two all-reduces a block, the head
+on the last position in prefill); a plan of 1.5 or before loads, but its times are the earlier
+model's, which verify_plan says."""
+
+COST_MODEL_SINCE = "1.6"
+"""The schema version from which plans carry the calibrated cost model's times."""
 
 
 @lru_cache(maxsize=1)

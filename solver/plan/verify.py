@@ -29,7 +29,7 @@ from typing import Any
 from ..core.errors import InvalidInputError
 from ..core.partition import StageCost, evaluate
 from ..core.problem import Problem
-from .types import Plan, StagePlan
+from .types import COST_MODEL_SINCE, Plan, StagePlan
 
 __all__ = ["REL_TOL", "VerifyResult", "verify_plan"]
 
@@ -53,6 +53,14 @@ class VerifyResult:
     not_checked: tuple[str, ...]
     """One line for each thing left unchecked, and why."""
     wall_s: float
+
+
+def _older(version: str, than: str) -> bool:
+    """Whether schema ``version`` (1.x) is before ``than``."""
+    try:
+        return tuple(map(int, version.split("."))) < tuple(map(int, than.split(".")))
+    except ValueError:
+        return False
 
 
 class _Fail(Exception):
@@ -269,9 +277,14 @@ def _check(plan: Plan, model: _Model) -> tuple[tuple[str, ...], tuple[str, ...]]
     _check_layers(plan, names, label)
     found = fingerprint(model.graph)
     if found != plan.model.fingerprint:
+        why = (f"the plan (schema {plan.schema_version}) was timed by the cost model before "
+               f"calibration, schema {COST_MODEL_SINCE}, or the model changed: solve it again"
+               if _older(plan.schema_version, COST_MODEL_SINCE) else
+               "the model or the device catalogue changed since the plan was made, or the plan "
+               "was edited: re-solve it")
         raise _Fail("model/fingerprint", f"recorded {plan.model.fingerprint}, "
-                    f"{plan.model.source!r} rebuilt with the plan's workload gives {found} (the "
-                    "model changed since the plan was made, or the plan was edited: re-solve it)")
+                    f"{plan.model.source!r} rebuilt with the plan's workload gives {found} "
+                    f"({why})")
     link = None if problem.link is None else problem.link.to_dict()
     recorded = _link(plan.hardware.link)
     if not plan.hardware.cluster and "hardware/link" not in plan.derived and recorded != link:
@@ -369,6 +382,9 @@ def _check_stage(plan: Plan, st: StagePlan, cost: StageCost, problem: Problem,
             hint = "" if name == "transfer_in_s" else \
                 " (the cost model's; a plan timed by --profile records model.latency_source " \
                 "'profile')"
+            if _older(plan.schema_version, COST_MODEL_SINCE):
+                hint = (f" (plan schema {plan.schema_version}: timed by the cost model before "
+                        f"calibration, schema {COST_MODEL_SINCE}; solve it again)")
             raise _Fail(f"{where}/{name}", f"recorded {recorded}, the model gives {expected}{hint}")
 
     same_bytes("memory_bytes", st.memory_bytes, cost.memory_bytes)
