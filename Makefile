@@ -24,14 +24,15 @@ DEMO := paper-dense-16l --batch 128 --seq 10000 --dtype bf16 --device h100-sxm -
 demo: $(STAMP)
 	@echo "Set-up: $$(cat $(VENV)/.setup-seconds 2>/dev/null || echo '?') s to create .venv and install (once; later runs reuse it)."
 	@echo
-	@echo "1. Llama-3-8B prefill on 8 H100s, only the splits vLLM can take: the exact methods agree,"
-	@echo "   the paper's greedy fills one device and vLLM's own even split is slower than the optimum."
+	@echo "1. Llama-3-8B decode on 8 H100s, only the splits vLLM can take: the exact methods agree,"
+	@echo "   the paper's greedy fills one device and vLLM's own even split is slower than the optimum"
+	@echo "   (the head reads its whole matrix every token)."
 	$(VENV)/bin/cachepart compare llama3-8b --batch 8 --micro-batch 1 --seq 4096 --devices 8 \
-		--capacity hbm --engine vllm
+		--capacity hbm --engine vllm --phase decode
 	@echo
 	@echo "2. The optimum handed to vLLM, in the format vLLM reads:"
 	$(VENV)/bin/cachepart solve llama3-8b --batch 8 --micro-batch 1 --seq 4096 --devices 8 \
-		--capacity hbm --engine vllm -q -o $(DEMO_ENGINE_PLAN)
+		--capacity hbm --engine vllm --phase decode -q -o $(DEMO_ENGINE_PLAN)
 	$(VENV)/bin/cachepart export $(DEMO_ENGINE_PLAN) --to vllm
 	@echo
 	@echo "3. The paper's experiment as stated, and what does not hold in it:"

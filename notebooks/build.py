@@ -101,8 +101,9 @@ NOTEBOOKS["02_paper"] = [
 The paper's setting as stated: a dense 16-layer model (hidden 4096, 32 heads x 128, MLP 16384,
 BF16, declared 30B parameters), batch 128 x sequence 10000, 16 H100 SXM in two nodes of 8, the
 baseline TP=8 x PP=2, and its claims of 12,800 -> 15,360 tokens/s and 0.078 -> 0.065 ms per token.
-Every layout below runs through the same roofline cost model, the same cluster links and the same
-GPipe simulator."""),
+Every layout below runs through the same cost model (a roofline per operation class with the
+H100's fitted efficiencies and kernel overhead, README "Calibration"), the same cluster links and
+the same GPipe simulator."""),
     ("code", SETUP),
     ("code", """\
 from solver.experiments import PAPER_CLAIMS, run_paper
@@ -145,8 +146,8 @@ of its throughput. Whether layer-wise pipelining beats TP=8 x PP=2 depends on wh
 for one batch of 16 micro-batches the 16-stage pipeline pays a bubble of about half its time, so
 it is barely ahead for the stated model and behind for the 30B reconstruction, while a pipeline
 kept full favours it in both. Neither reading reproduces the claimed 12,800 -> 15,360 tokens/s,
-which is 5 to 50 times below what the roofline predicts for this prefill (5 to 8 times for
-the 30B reconstruction, 40 to 50 times for the model as stated)."""),
+which is 6 to 51 times below what the cost model predicts for this prefill (6 to 9 times for
+the 30B reconstruction, 44 to 51 times for the model as stated)."""),
 ]
 
 NOTEBOOKS["03_capacity_frontier"] = [
