@@ -421,3 +421,163 @@ def test_a_plan_timed_before_calibration_is_named_so(tmp_path: Path,
     assert main(["show", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "before calibration" in err[0] and "solve it again" in err[0]
+
+
+# ----- review follow-ups: clusters, matrices, chains, training, bad input ------------------------
+
+def test_each_device_kind_keeps_its_own_kernel_overhead_under_tp() -> None:
+    from solver.core import stage_view
+    from solver.frontend import fleet_for, overheads_of
+    from solver.hardware import cluster_from_dict
+
+    cluster = cluster_from_dict({
+        "name": "mixed", "device_types": {
+            "h100": {"device": "h100-sxm", "capacity_bytes": 80 * 10**9},
+            "a100": {"device": "a100-80gb", "capacity_bytes": 80 * 10**9}},
+        "nodes": [{"devices": {"h100": 4}, "link": {"bandwidth_bytes_per_s": 3.7e11}},
+                  {"devices": {"a100": 4}, "link": {"bandwidth_bytes_per_s": 2.3e11}}],
+        "inter_node_link": {"bandwidth_bytes_per_s": 5e10, "latency_s": 5e-6}})
+    wl = Workload(batch=1, seq_len=512, phase="decode")
+    graphs = {k: load_model("llama2-7b", wl, device=d).graph
+              for k, d in (("h100", "h100-sxm"), ("a100", "a100-80gb"))}
+    lat = {k: np.array([la["latency_s"] for la in g.layers()]) for k, g in graphs.items()}
+    fleet = fleet_for(cluster, lat, {k: 80 * 10**9 for k in lat}, "ordered",
+                      {k: overheads_of(g) for k, g in graphs.items()})
+    problem = problem_from_graph(graphs["h100"], 80 * 10**9, 8, fleet=fleet)
+    problem = problem.replace(tensor_parallel=tensor_parallel_for(graphs["h100"], [1, 4]))
+    a100 = cluster.kinds.index("a100")
+    view = stage_view(problem, a100, cluster.nodes[1].link, 1)
+    n = view.n
+    fixed = overheads_of(graphs["a100"])
+    assert fixed.sum() > overheads_of(graphs["h100"]).sum() * 2  # 18.0 against 6.7 us a kernel
+    tp = view.tensor_parallel
+    assert tp is not None and np.allclose(tp.fixed_s, fixed)
+    expected = (lat["a100"].sum() - fixed.sum()) / 4 + fixed.sum() + tp.allreduce_s(0, n, 4)
+    assert tp_stage_time(view, 0, n, 4) == pytest.approx(expected + float(view.transfer_s[0]))
+    # the problem (and so a plan's problem JSON) keeps the per-kind figures
+    from solver.core import Problem
+
+    again = Problem.from_dict(problem.to_dict())
+    assert again.fleet is not None and np.array_equal(again.fleet.fixed_s, fleet.fixed_s)
+
+
+def test_the_stage_time_matrix_splits_all_but_the_overhead() -> None:
+    from solver.core import stage_time_matrix
+
+    model = _model("llama3-8b", batch=2, seq_len=256, phase="decode")
+    problem = problem_from_graph(model.graph, 10**12, 8)
+    problem = problem.replace(tensor_parallel=tensor_parallel_for(model.graph, [2, 4]))
+    tp = problem.tensor_parallel
+    assert tp is not None and tp.fixed_s.sum() > 0
+    for t in (2, 4):
+        matrix = stage_time_matrix(problem, t)
+        for s, e in ((0, 1), (0, problem.n), (3, 17), (5, problem.n)):
+            assert matrix[s, e] == pytest.approx(tp_stage_time(problem, s, e, t), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["decode", "generate"])
+def test_decode_and_generate_predictions_are_the_planners(kind: str) -> None:
+    device = get_device("h100-sxm")
+    m = Measurement("x", "llama3-70b", kind, 1.0, 4, 1000, 33, 2, "fp8", "fp8")
+
+    def stage(phase: str, seq: int) -> float:
+        graph = load_model("llama3-70b", Workload(batch=4, seq_len=seq, phase=phase,  # type: ignore[arg-type]
+                                                  weight_dtype="fp8", activation_dtype="fp8"),
+                           device="h100-sxm").graph
+        problem = problem_from_graph(graph, 10**13, 8)
+        problem = problem.replace(tensor_parallel=tensor_parallel_for(graph, [2]))
+        return tp_stage_time(problem, 0, problem.n, 2)
+
+    expected = stage("decode", 1000) if kind == "decode" else \
+        stage("prefill", 1000) + 32 * stage("decode", 1000 + 33 // 2)
+    assert predict(m, device) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_chain_gives_its_own_allreduce_count() -> None:
+    from solver.frontend import chain_from_dict
+
+    graph = chain_from_dict({"name": "c", "link": {"bandwidth_bytes_per_s": 1e9},
+                             "layers": [
+        {"name": "a", "weight_bytes": 10, "activation_bytes": 1000, "latency_s": 1.0,
+         "allreduces": 2, "overhead_s": 0.25},
+        {"name": "b", "weight_bytes": 10, "activation_bytes": 1000, "latency_s": 1.0,
+         "allreduces": 0},
+        {"name": "c", "weight_bytes": 10, "activation_bytes": 1000, "latency_s": 1.0}]})
+    tp = tensor_parallel_for(graph, [2])
+    assert tp.allreduce_count.tolist() == [2, 0, 1]
+    assert tp.allreduce_bytes.tolist() == [2000, 0, 1000]
+    assert tp.fixed_s.tolist() == [0.25, 0.0, 0.0]
+
+
+def test_the_backward_pass_keeps_its_classes_apart() -> None:
+    model = _model("llama3-8b", batch=2, seq_len=1024, phase="train")
+    row = next(la for la in model.graph.layers() if la["name"] == "block0")
+    fp = _fp(model, "block0")
+    device = get_device("h100-sxm")
+    back = dataclasses.replace(fp, flops=row["backward_flops"] + row["recompute_flops"],
+                               bytes_moved=2 * fp.bytes_moved)
+    share = back.flops / fp.flops
+    back = dataclasses.replace(back, attention_flops=fp.attention_flops * share,
+                               weight_read=2 * (fp.weight_read or 0))
+    wl = Workload(batch=2, seq_len=1024, phase="train")
+    assert row["backward_latency_s"] == pytest.approx(
+        roofline_latency(back, device, wl), rel=1e-12)
+    terms = layer_terms(back, device, wl)
+    assert terms.attention_flops == pytest.approx(2 * fp.attention_flops)  # recompute none
+    assert terms.weight_bytes == 2 * (fp.weight_read or 0)
+
+
+def test_fits_the_data_cannot_pin_are_named(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    device = get_device("h100-sxm")
+    one = [Measurement("a", "gpt2", "prefill", 0.5, 1, 512)]
+    fit = fit_factors(one, device)
+    assert any("underdetermined" in w for w in fit.warnings)
+    assert fit.at_bound and any("bound" in w for w in fit.warnings)
+    data = tmp_path / "one.csv"
+    data.write_text("\ufeffid,model,kind,batch,input_len,output_len,tp,weight_dtype,"
+                    "activation_dtype,measured,unit\na,gpt2,prefill,1,512,1,1,bf16,bf16,500,ms\n")
+    assert main(["calibrate", str(data), "--device", "h100-sxm", "-o",
+                 str(tmp_path / "o.yaml")]) == 0  # a BOM is not part of the first column
+    captured = capsys.readouterr()
+    assert "cachepart: warning: 1 measurements for 4 factors" in captured.err
+    assert "off by" in captured.out
+    doc = yaml.safe_load((tmp_path / "o.yaml").read_text())
+    assert doc["devices"]["h100-sxm-calibrated"]["calibration"]["warnings"]
+
+
+def test_calibrate_reads_rows_strictly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "bad.csv"
+    header = ("id,model,kind,batch,input_len,output_len,tp,weight_dtype,activation_dtype,"
+              "measured,unit\n")
+    for row, message in (("a,llama2-7b,prefill,1,1,024,1,1,bf16,bf16,3,ms", "12 cells for 11"),
+                         ("a,nosuch,prefill,1,128,1,1,bf16,bf16,3,ms", "measurement 'a': MODEL"),
+                         ("a,gpt2,prefill,1,128,1,8,bf16,bf16,3,ms", "12 attention heads"),
+                         ("a,llama2-7b,prefill,1,128,1,1,bf16,bf17,3,ms", "bad.csv:2: measurement")):
+        data.write_text(header + row + "\n")
+        assert main(["calibrate", str(data), "--device", "h100-sxm", "-o",
+                     str(tmp_path / "o.yaml")]) == 2, row
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (row, err)
+
+
+def test_a_profile_of_a_spec_names_its_file_and_must_be_a_prefill(tmp_path: Path) -> None:
+    import json
+
+    spec = tmp_path / "my-llama.yaml"
+    spec.write_text((ROOT / "models/zoo/tiny-llama.yaml").read_text().replace(
+        "name: tiny-llama", "name: my-llama"))
+    doc = {"schema": "cachepart-profile/1", "model": "my-llama", "device": "H100",
+           "workload": {"batch": 1, "seq_len": 64, "phase": "prefill", "dtype": "bf16"},
+           "layers": [{"name": "block0", "latency_s": 1e-4}]}
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(doc))
+    with pytest.raises(InvalidInputError, match="neither a file nor a zoo model"):
+        fit_factors(measurements_from_profile(profile), get_device("h100-sxm"))
+    fit = fit_factors(measurements_from_profile(profile, str(spec)), get_device("h100-sxm"),
+                      classes=["overhead"])
+    assert fit.rows[0][1] == pytest.approx(1e-4, rel=0.05)
+    doc["workload"]["phase"] = "decode"
+    profile.write_text(json.dumps(doc))
+    with pytest.raises(InvalidInputError, match="a profile times a prefill"):
+        measurements_from_profile(profile, str(spec))

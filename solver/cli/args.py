@@ -307,7 +307,7 @@ def with_training(args: argparse.Namespace, loaded: LoadedModel, problem: Proble
 def _cluster_problem(args: argparse.Namespace) -> tuple[LoadedModel, Problem, str | None]:
     """--cluster: each kind's capacity (its own, or --capacity on its device) and layer times
     (a chain JSON's per-kind latency_s, else the cost model of the kind's device)."""
-    from ..frontend.lower import fleet_for, kind_latencies, problem_from_graph
+    from ..frontend.lower import fleet_for, kind_latencies, overheads_of, problem_from_graph
     from ..frontend.sources import load_model
     from ..hardware.cluster import get_cluster
 
@@ -338,8 +338,9 @@ def _cluster_problem(args: argparse.Namespace) -> tuple[LoadedModel, Problem, st
             warn(f"{args.model}: a chain's own link is ignored with --cluster; the cluster's "
                  "links price every cut")
         latencies = kind_latencies(graph, cluster.kinds)
+        fixed: dict[str, np.ndarray] | None = None
     else:
-        latencies = {}
+        latencies, fixed = {}, {}
         for kind in cluster.device_types:
             if kind.device is None:
                 raise InvalidInputError(
@@ -352,8 +353,9 @@ def _cluster_problem(args: argparse.Namespace) -> tuple[LoadedModel, Problem, st
                 input_shape=parse_shape(args.input_shape), input_dtype=args.input_dtype,
                 tier=tiers[kind.name]).graph
             latencies[kind.name] = np.array([layer["latency_s"] for layer in other.layers()])
+            fixed[kind.name] = overheads_of(other)
     placement = args.placement or ("ordered" if len(used) == 1 else "free")
-    fleet = fleet_for(cluster, latencies, capacities, placement)
+    fleet = fleet_for(cluster, latencies, capacities, placement, fixed)
     k = args.devices if args.devices is not None else cluster.size
     if k > cluster.size:
         warn(f"--devices {k} exceeds the {cluster.size} devices of cluster {cluster.name!r}; "

@@ -19,7 +19,7 @@ from .extensions import (
     tp_stage_time,
 )
 from .feasibility import canonical_partition, diagnose, fewest_stages, lower_bound
-from .fleet import DeviceClass, Fleet
+from .fleet import DeviceClass, Fleet, stage_view
 from .kv import kv_tokens, smallest_kv_tokens, stage_kv_tokens
 from .link import Link
 from .partition import Partition, StageCost, check_partition, evaluate
@@ -64,6 +64,7 @@ __all__ = [
     "smallest_kv_tokens",
     "stage_kv_tokens",
     "stage_time_matrix",
+    "stage_view",
     "tp_stage_memory",
     "tp_stage_time",
 ]

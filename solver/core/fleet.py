@@ -63,6 +63,9 @@ class Fleet:
     inter_node_link: Link
     placement: str = "ordered"
     name: str = ""
+    fixed_s: np.ndarray | None = None
+    """Per kind and layer: the part of ``latency_s`` that tensor parallelism does not split (the
+    kernels' overhead); None: the problem's own figure, capped at each kind's latency."""
 
     def __post_init__(self) -> None:
         kinds = tuple(self.kinds)
@@ -105,6 +108,17 @@ class Fleet:
             raise InvalidInputError(f"expected ordered or free, got {self.placement!r}",
                                     field="placement")
         put = object.__setattr__
+        if self.fixed_s is not None:
+            try:
+                fixed = np.asarray(self.fixed_s, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InvalidInputError("expected numbers", field="cluster.fixed_s") from None
+            if fixed.shape != lat.shape or np.any(~np.isfinite(fixed)) or np.any(fixed < 0):
+                raise InvalidInputError("expected one time >= 0 per kind and layer",
+                                        field="cluster.fixed_s")
+            fixed = np.minimum(fixed, lat)  # a fixed part cannot exceed the whole
+            fixed.setflags(write=False)
+            put(self, "fixed_s", fixed)
         put(self, "kinds", kinds)
         put(self, "capacity_bytes", caps)
         put(self, "latency_s", lat)
@@ -147,8 +161,7 @@ class Fleet:
         return tuple(dict.fromkeys((*self.node_links, self.inter_node_link)))
 
     def with_placement(self, placement: str) -> Fleet:
-        return Fleet(self.kinds, self.capacity_bytes, self.latency_s, self.rank_kind,
-                     self.rank_node, self.node_links, self.inter_node_link, placement, self.name)
+        return dataclasses.replace(self, placement=placement)
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "kinds": list(self.kinds),
@@ -156,7 +169,8 @@ class Fleet:
                 "latency_s": self.latency_s.tolist(), "rank_kind": list(self.rank_kind),
                 "rank_node": list(self.rank_node),
                 "node_links": [x.to_dict() for x in self.node_links],
-                "inter_node_link": self.inter_node_link.to_dict(), "placement": self.placement}
+                "inter_node_link": self.inter_node_link.to_dict(), "placement": self.placement,
+                "fixed_s": None if self.fixed_s is None else self.fixed_s.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Fleet:
@@ -166,7 +180,9 @@ class Fleet:
         return cls(tuple(data["kinds"]), tuple(data["capacity_bytes"]),  # type: ignore[arg-type]
                    np.asarray(data["latency_s"]), tuple(data["rank_kind"]),  # type: ignore[arg-type]
                    tuple(data["rank_node"]), tuple(Link(**x) for x in links),  # type: ignore[arg-type]
-                   Link(**inter), str(data["placement"]), str(data.get("name", "")))
+                   Link(**inter), str(data["placement"]), str(data.get("name", "")),
+                   None if data.get("fixed_s") is None
+                   else np.asarray(data["fixed_s"]))
 
 
 def stage_view(problem: Problem, kind: int, in_link: Link, node: int) -> Problem:
@@ -183,9 +199,10 @@ def stage_view(problem: Problem, kind: int, in_link: Link, node: int) -> Problem
         tp = problem.tensor_parallel
         if tp is not None:
             assert tp.fixed_s is not None  # filled in by TensorParallel
-            # a kind's fixed time cannot exceed its whole time
-            tp = dataclasses.replace(tp, link=fleet.node_links[node],
-                                     fixed_s=np.minimum(tp.fixed_s, fleet.latency_s[kind]))
+            # the kind's own fixed time where the fleet has it; else the problem's, capped
+            fixed = fleet.fixed_s[kind] if fleet.fixed_s is not None \
+                else np.minimum(tp.fixed_s, fleet.latency_s[kind])
+            tp = dataclasses.replace(tp, link=fleet.node_links[node], fixed_s=fixed)
         view = problem.replace(fleet=None, capacity_bytes=fleet.capacity_bytes[kind],
                                latency_s=fleet.latency_s[kind], link=in_link,
                                tensor_parallel=tp)

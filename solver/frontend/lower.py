@@ -29,6 +29,7 @@ __all__ = [
     "check_tp_degrees",
     "fleet_for",
     "kind_latencies",
+    "overheads_of",
     "problem_from_graph",
     "residency_for",
     "tensor_parallel_for",
@@ -133,15 +134,24 @@ def kind_latencies(graph: LayerGraph, kinds: Sequence[str]) -> dict[str, np.ndar
 
 
 def fleet_for(cluster: Cluster, latency_by_kind: Mapping[str, np.ndarray],
-              capacity_by_kind: Mapping[str, int], placement: str) -> Fleet:
-    """The cluster extension: the cluster's ranks, links, each kind's capacity and times."""
+              capacity_by_kind: Mapping[str, int], placement: str,
+              fixed_by_kind: Mapping[str, np.ndarray] | None = None) -> Fleet:
+    """The cluster extension: the cluster's ranks, links, each kind's capacity and times (and,
+    where known, the part of each time tensor parallelism does not split)."""
     kinds = cluster.kinds
     ranks = cluster.ranks
+    fixed = None if fixed_by_kind is None else np.vstack([fixed_by_kind[k] for k in kinds])
     return Fleet(kinds, tuple(capacity_by_kind[k] for k in kinds),
                  np.vstack([latency_by_kind[k] for k in kinds]),
                  tuple(kinds.index(k) for k, _ in ranks), tuple(g for _, g in ranks),
                  tuple(node.link for node in cluster.nodes), cluster.inter_node_link, placement,
-                 cluster.name)
+                 cluster.name, fixed)
+
+
+def overheads_of(graph: LayerGraph) -> np.ndarray:
+    """Per layer: its ``overhead_s`` (the kernels' fixed time the cost model wrote; 0 where
+    absent), the part of its time that tensor parallelism does not split."""
+    return np.array([float(layer.get("overhead_s", 0.0)) for layer in graph.layers()])
 
 
 def allreduce_bytes_of(graph: LayerGraph) -> np.ndarray:
@@ -151,8 +161,11 @@ def allreduce_bytes_of(graph: LayerGraph) -> np.ndarray:
     layers = graph.layers()
     default = default_allreduce_bytes([layer.get("kind") for layer in layers],
                                       np.array([layer["activation_bytes"] for layer in layers]))
-    return np.array([layer.get("allreduce_bytes", d) for layer, d in zip(layers, default, strict=True)],
-                     dtype=np.int64)
+    # a chain JSON's own count of all-reduces sizes its bytes when it gives no bytes
+    counted = [layer["allreduces"] * int(layer["activation_bytes"]) if "allreduces" in layer
+               else d for layer, d in zip(layers, default, strict=True)]
+    return np.array([layer.get("allreduce_bytes", d)
+                     for layer, d in zip(layers, counted, strict=True)], dtype=np.int64)
 
 
 def check_tp_degrees(graph: LayerGraph, degrees: Sequence[int]) -> None:
@@ -189,7 +202,7 @@ def tensor_parallel_for(graph: LayerGraph, degrees: Sequence[int], devices_per_n
     counts = np.array([layer.get("allreduces", c) for layer, c in zip(layers, counts, strict=True)])
     latency = np.array([layer["latency_s"] if isinstance(layer["latency_s"], int | float)
                         else 0.0 for layer in layers], dtype=np.float64)
-    fixed = np.minimum([float(layer.get("overhead_s", 0.0)) for layer in layers], latency)
+    fixed = np.minimum(overheads_of(graph), latency)
     return TensorParallel(tuple(degrees), devices_per_node, allreduce_bytes_of(graph), link,
                           allreduce_count=counts, fixed_s=fixed, algorithm=algorithm)
 

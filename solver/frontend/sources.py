@@ -211,8 +211,12 @@ def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
             # The backward pass: input and weight gradients (2x the forward FLOPs) plus what is
             # recomputed, reading the weights and activations and writing their gradients
             # (about twice the forward's traffic), at the tier the forward ran in.
-            back = dataclasses.replace(fp, flops=tf.backward_flops + tf.recompute_flops,
-                                       bytes_moved=2 * fp.bytes_moved)
+            back_flops = tf.backward_flops + tf.recompute_flops
+            share = back_flops / fp.flops if fp.flops else 0.0
+            back = dataclasses.replace(  # each class scaled alike: attention stays attention
+                fp, flops=back_flops, bytes_moved=2 * fp.bytes_moved,
+                attention_flops=fp.attention_flops * share,
+                weight_read=None if fp.weight_read is None else 2 * fp.weight_read)
             row["backward_latency_s"] = roofline_latency(
                 back, device, workload, speed_tier if on_chip else None, input_bytes=previous)
             row["stash_bytes"] = tf.stash_bytes

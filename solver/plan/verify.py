@@ -211,7 +211,7 @@ def _fleet(plan: Plan, loaded: Any, workload: Any, granularity: Any) -> tuple[An
     device and tier) and the kinds whose catalogue device and tier the record pins down."""
     import numpy as np
 
-    from ..frontend.lower import fleet_for, kind_latencies
+    from ..frontend.lower import fleet_for, kind_latencies, overheads_of
     from ..hardware.cluster import cluster_from_dict
 
     record = plan.hardware.cluster or {}
@@ -233,19 +233,21 @@ def _fleet(plan: Plan, loaded: Any, workload: Any, granularity: Any) -> tuple[An
     first = cluster.ranks[0][0]
     n = len(graph.order())
     latencies = {first: np.array([layer["latency_s"] for layer in graph.layers()])}
+    fixed = {first: overheads_of(graph)}
     known = {first}
     for kind in cluster.device_types:
         if kind.name == first:
             continue
         tier = _kind_tier(kind, capacities[kind.name], plan.hardware.tier)
         if kind.device is None or tier is False:
-            latencies[kind.name] = np.zeros(n)
+            latencies[kind.name] = fixed[kind.name] = np.zeros(n)
             continue
         other = _load(plan.model.source or "", workload, granularity, kind.device.name,
                       tier if isinstance(tier, str) else None)
         latencies[kind.name] = np.array([layer["latency_s"] for layer in other.graph.layers()])
+        fixed[kind.name] = overheads_of(other.graph)
         known.add(kind.name)
-    return fleet_for(cluster, latencies, capacities, record["placement"]), known
+    return fleet_for(cluster, latencies, capacities, record["placement"], fixed), known
 
 
 def _link(raw: Any) -> Any:
