@@ -6,7 +6,7 @@ it took. Five kinds:
 - ``prefill``: one forward over ``batch`` prompts of ``input_len`` tokens (time to first token);
 - ``decode``: one decode step of ``batch`` sequences at a context of ``input_len`` tokens;
 - ``generate``: a prefill, then ``output_len - 1`` decode steps (priced at the mean context,
-  ``input_len + output_len / 2``: a step's time is linear in its context);
+  ``input_len + output_len // 2``: a step's time is linear in its context);
 - ``throughput``: a ``generate`` given as output tokens per second (``batch x output_len`` over
   its time);
 - ``layer``: one layer of a profile (``cachepart profile``) at the profile's workload.
@@ -17,7 +17,9 @@ planner uses for a tensor-parallel stage. The fit chooses the efficiencies (matm
 dtype, attention, memory) and the kernel overhead that minimise the sum of squared log ratios
 predicted / measured, plus a small pull (``PRIOR``) towards the starting device's figures, which
 keeps a factor the data cannot see where it was. The search is a Nelder-Mead in log space from
-the starting figures: deterministic for the same input.
+the starting figures: deterministic for the same input. A fit with fewer points than factors, or
+a factor that ends at a bound (an efficiency at 1, a kernel overhead at 1 ms), is reported
+(``Calibration.warnings``): the data did not determine it.
 """
 
 from __future__ import annotations
@@ -84,23 +86,23 @@ class Measurement:
         where = f"measurement {shorten(self.id)}"
         if self.kind not in KINDS:
             raise InvalidInputError(f"{where}: kind: expected one of {', '.join(KINDS)}, got "
-                                    f"{shorten(self.kind)}", field="kind")
+                                    f"{shorten(self.kind)}")
         for name in ("batch", "input_len", "output_len", "tp"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{where}: {name}: expected a whole number >= 1, got "
-                                        f"{shorten(value)}", field=name)
+                                        f"{shorten(value)}")
         if not (isinstance(self.seconds, float | int) and math.isfinite(self.seconds)
                 and self.seconds > 0):
             raise InvalidInputError(f"{where}: measured: expected a time > 0, got "
-                                    f"{shorten(self.seconds)}", field="measured")
+                                    f"{shorten(self.seconds)}")
         for name in ("weight_dtype", "activation_dtype"):
             if getattr(self, name) not in DTYPE_BYTES:
                 raise InvalidInputError(f"{where}: {name}: unknown dtype "
                                         f"{shorten(getattr(self, name))} (known: "
-                                        f"{', '.join(DTYPE_BYTES)})", field=name)
+                                        f"{', '.join(DTYPE_BYTES)})")
         if self.kind == "layer" and not self.layer:
-            raise InvalidInputError(f"{where}: a layer measurement names its layer", field="layer")
+            raise InvalidInputError(f"{where}: a layer measurement names its layer")
 
 
 # --------------------------------------------------------------------------- reading
@@ -118,10 +120,9 @@ def _whole(row: dict[str, str], name: str, where: str, default: int | None = Non
         value = int(text)
     except ValueError:
         raise InvalidInputError(f"{where}: {name}: expected a whole number, got "
-                                f"{shorten(text)}", field=name) from None
+                                f"{shorten(text)}") from None
     if value < 1:
-        raise InvalidInputError(f"{where}: {name}: expected a whole number >= 1, got {value}",
-                                field=name)
+        raise InvalidInputError(f"{where}: {name}: expected a whole number >= 1, got {value}")
     return value
 
 
@@ -132,21 +133,19 @@ def _seconds(row: dict[str, str], kind: str, batch: int, output_len: int, gpus: 
     try:
         value = float(text)
     except ValueError:
-        raise InvalidInputError(f"{where}: measured: expected a number, got {shorten(text)}",
-                                field="measured") from None
+        raise InvalidInputError(f"{where}: measured: expected a number, got "
+                                f"{shorten(text)}") from None
     if not math.isfinite(value) or value <= 0:
-        raise InvalidInputError(f"{where}: measured: expected a number > 0, got {shorten(text)}",
-                                field="measured")
+        raise InvalidInputError(f"{where}: measured: expected a number > 0, got {shorten(text)}")
     if kind == "throughput":
         if unit not in _THROUGHPUT_UNITS:
             raise InvalidInputError(f"{where}: unit: a throughput is in "
-                                    f"{' or '.join(_THROUGHPUT_UNITS)}, got {shorten(unit)}",
-                                    field="unit")
+                                    f"{' or '.join(_THROUGHPUT_UNITS)}, got {shorten(unit)}")
         total = value * (gpus if unit == "tok/s/gpu" else 1)
         return batch * output_len / total
     if unit not in _UNITS:
         raise InvalidInputError(f"{where}: unit: a time is in {', '.join(_UNITS)}, got "
-                                f"{shorten(unit)}", field="unit")
+                                f"{shorten(unit)}")
     return value * _UNITS[unit]
 
 
@@ -158,7 +157,7 @@ def read_measurements(path: str | os.PathLike[str]) -> list[Measurement]:
     p = Path(path)
     where = display_path(p)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a spreadsheet's export may start with a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"{where}: cannot read ({exc})") from None
     reader = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
@@ -177,22 +176,34 @@ def read_measurements(path: str | os.PathLike[str]) -> list[Measurement]:
         gpus = _whole(row, "gpus", at, tp)
         if kind not in KINDS:
             raise InvalidInputError(f"{at}: kind: expected one of {', '.join(KINDS)}, got "
-                                    f"{shorten(kind)}", field="kind")
-        out.append(Measurement(
-            id=(row.get("id") or f"row{number}").strip(), model=(row.get("model") or "").strip(),
-            kind=kind, seconds=_seconds(row, kind, batch, output_len, gpus, at), batch=batch,
-            input_len=_whole(row, "input_len", at), output_len=output_len, tp=tp,
-            weight_dtype=(row.get("weight_dtype") or "bf16").strip(),
-            activation_dtype=(row.get("activation_dtype") or "bf16").strip(),
-            layer=(row.get("layer") or "").strip() or None,
-            source=(row.get("source") or "").strip()))
+                                    f"{shorten(kind)}")
+        if None in row:  # more cells than columns: a comma inside a cell
+            raise InvalidInputError(f"{at}: {len(header) + len(row[None])} cells for "
+                                    f"{len(header)} columns (quote a cell that holds a comma)")
+        try:
+            out.append(Measurement(
+                id=(row.get("id") or f"row{number}").strip(),
+                model=(row.get("model") or "").strip(), kind=kind,
+                seconds=_seconds(row, kind, batch, output_len, gpus, at), batch=batch,
+                input_len=_whole(row, "input_len", at), output_len=output_len, tp=tp,
+                weight_dtype=(row.get("weight_dtype") or "bf16").strip(),
+                activation_dtype=(row.get("activation_dtype") or "bf16").strip(),
+                layer=(row.get("layer") or "").strip() or None,
+                source=(row.get("source") or "").strip()))
+        except InvalidInputError as exc:
+            if str(exc).startswith(at):
+                raise
+            raise InvalidInputError(f"{at}: {exc.reason}") from None
     if not out:
         raise InvalidInputError(f"{where}: no measurements (one row per measured setting)")
     return out
 
 
-def measurements_from_profile(path: str | os.PathLike[str]) -> list[Measurement]:
-    """One ``layer`` measurement per layer of a ``cachepart profile`` output."""
+def measurements_from_profile(path: str | os.PathLike[str],
+                              model: str | None = None) -> list[Measurement]:
+    """One ``layer`` measurement per layer of a ``cachepart profile`` output (a prefill). The
+    profile names its model; ``model`` gives the spec YAML or config.json it timed where that
+    name is not a zoo model."""
     from ..frontend.profiles import load_profile
 
     profile = load_profile(path)
@@ -202,6 +213,10 @@ def measurements_from_profile(path: str | os.PathLike[str]) -> list[Measurement]
                                 "of a zoo decoder, a spec YAML or an HF config.json, whose "
                                 "layers the cost model can price", field="data")
     wl = profile.workload
+    phase = wl.get("phase", "prefill")
+    if phase != "prefill":
+        raise InvalidInputError(f"{where}: workload.phase: a profile times a prefill, got "
+                                f"{shorten(phase)}", field="data")
     dtype = str(wl.get("dtype", "bf16"))
     if dtype not in DTYPE_BYTES:
         raise InvalidInputError(f"{where}: workload.dtype: unknown dtype {shorten(dtype)}",
@@ -211,10 +226,10 @@ def measurements_from_profile(path: str | os.PathLike[str]) -> list[Measurement]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{where}: workload.{name}: expected a whole number >= 1, "
                                     f"got {shorten(value)}", field=name)
-    return [Measurement(f"{profile.model}:{layer.name}", profile.model, "layer",
+    source = model or profile.model
+    return [Measurement(f"{profile.model}:{layer.name}", source, "layer",
                         layer.latency_s, batch=batch, input_len=seq, weight_dtype=dtype,
-                        activation_dtype=dtype, layer=layer.name,
-                        source=display_path(Path(path)))
+                        activation_dtype=dtype, layer=layer.name, source=where)
             for layer in profile.layers if layer.latency_s > 0]
 
 
@@ -273,7 +288,17 @@ def _forward(m: Measurement, device: Device, phase: str, seq: int, batch: int,
 
 
 def prepare(m: Measurement, device: Device) -> PreparedMeasurement:
-    """Work out a measurement's terms on ``device`` (its peaks, bandwidths and link)."""
+    """Work out a measurement's terms on ``device`` (its peaks, bandwidths and link); an error
+    names the measurement."""
+    try:
+        return _prepare(m, device)
+    except InvalidInputError as exc:
+        if str(exc).startswith("measurement "):
+            raise
+        raise InvalidInputError(f"measurement {shorten(m.id)}: {exc}") from None
+
+
+def _prepare(m: Measurement, device: Device) -> PreparedMeasurement:
     if m.kind == "layer":
         groups, ar = _forward(m, device, "prefill", m.input_len, m.batch, m.layer)
         return PreparedMeasurement(m, m.tp, (_Part(groups, ar, 1.0),))
@@ -309,6 +334,22 @@ class Calibration:
     """(measurement, predicted seconds) under the fitted factors."""
     start_rows: tuple[tuple[Measurement, float], ...] = field(default=())
     """The same under the starting factors."""
+    at_bound: tuple[str, ...] = ()
+    """Fitted factors that ended at a bound of their range (the data did not determine them)."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the fit could not determine, in words."""
+        out = []
+        if len(self.rows) < len(self.fitted):
+            out.append(f"{len(self.rows)} measurements for {len(self.fitted)} factors "
+                       f"({', '.join(self.fitted)}): the fit is underdetermined; give more "
+                       "settings or fit fewer factors (--fit)")
+        if self.at_bound:
+            out.append(f"{', '.join(self.at_bound)} ended at a bound of the range "
+                       f"({_bounds_text(self.at_bound)}): the measurements push past what the "
+                       "model allows, and another factor may be compensating")
+        return out
 
     @staticmethod
     def _stats(rows: Sequence[tuple[Measurement, float]]) -> dict[str, float]:
@@ -370,6 +411,19 @@ def _with(factors: CostFactors, values: dict[str, float]) -> CostFactors:
             table = matmul if cls == "matmul" else attention
             table.update({"bf16": value, "fp16": value} if dtype == "fp16" else {dtype: value})
     return replace(factors, matmul=matmul, attention=attention, memory=memory, kernel_s=kernel_s)
+
+
+def _bounds_text(names: Sequence[str]) -> str:
+    parts = []
+    for name in names:
+        low, high = _BOUNDS["kernel_s" if name == "kernel_s" else "efficiency"]
+        parts.append(f"{name} in [{low:g}, {high:g}]")
+    return "; ".join(parts)
+
+
+def _at_bound(name: str, value: float) -> bool:
+    low, high = _BOUNDS["kernel_s" if name == "kernel_s" else "efficiency"]
+    return value <= low * (1 + 1e-3) or value >= high * (1 - 1e-3)
 
 
 def _clip(name: str, value: float) -> float:
@@ -442,4 +496,5 @@ def fit_factors(measurements: Sequence[Measurement], device: Device, *,
     fitted = factors_at(x)
     rows = tuple((p.measurement, p.seconds(fitted)) for p in prepared)
     start_rows = tuple((p.measurement, p.seconds(start)) for p in prepared)
-    return Calibration(fitted, tuple(names), rows, start_rows)
+    ends = tuple(n for n, v in zip(names, x, strict=True) if _at_bound(n, _clip(n, math.exp(v))))
+    return Calibration(fitted, tuple(names), rows, start_rows, ends)

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..core.errors import InvalidInputError
 from ..core.files import check_output_path, write_text_whole
 from ..hardware.catalogue import ENV_VAR
+from .args import warn
 from .exit_codes import ExitCode
 
 __all__ = ["register", "run"]
@@ -37,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "tok/s or tok/s/gpu) or a `cachepart profile` JSON")
     p.add_argument("--device", required=True, metavar="NAME",
                    help="the catalogue device the measurements ran on (see `cachepart devices`)")
+    p.add_argument("--model", default=None, metavar="MODEL",
+                   help="a profile DATA: the spec YAML or config.json it timed, where the "
+                        "profile's model name is not a zoo model")
     p.add_argument("--name", default=None,
                    help="the fitted device's name (default: NAME-calibrated)")
     p.add_argument("--fit", default="matmul,attention,memory,overhead",
@@ -73,8 +77,13 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.is_file():
         raise InvalidInputError(f"{args.data}: no such file", field="data")
-    measurements = measurements_from_profile(data) if data.suffix.lower() == ".json" \
-        else read_measurements(data)
+    if data.suffix.lower() == ".json":
+        measurements = measurements_from_profile(data, args.model)
+    elif args.model is not None:
+        raise InvalidInputError("applies to a profile JSON; a CSV names each row's model",
+                                field="model")
+    else:
+        measurements = read_measurements(data)
     calibration = fit_factors(measurements, device, classes=classes)
     doc = calibration_yaml(calibration, device, name, data.name)
     write_text_whole(args.output, "# written by cachepart calibrate\n"
@@ -89,12 +98,14 @@ def run(args: argparse.Namespace) -> int:
            in calibration.fitted else [])
         + ([f"memory {f.memory:.3f}"] if "memory" in calibration.fitted else [])
         + ([f"kernel {f.kernel_s * 1e6:.2f} us"] if "kernel_s" in calibration.fitted else [])))
-    print(f"predicted / measured: median {stats['median_ratio']:.3f}x, worst "
-          f"{stats['worst_ratio']:.3f}x (before: median {before['median_ratio']:.3f}x, worst "
-          f"{before['worst_ratio']:.3f}x)")
+    print(f"off by (the larger of predicted / measured and its inverse): median "
+          f"{stats['median_ratio']:.3f}x, worst {stats['worst_ratio']:.3f}x (before: median "
+          f"{before['median_ratio']:.3f}x, worst {before['worst_ratio']:.3f}x)")
     for row in calibration.residuals():
         print(f"  {row['id']}: measured {row['measured_s']:.4g} s, predicted "
               f"{row['predicted_s']:.4g} s, ratio {row['ratio']:.3f}")
     print(f"device file written to {args.output}; plan with it: {ENV_VAR}={args.output} "
           f"cachepart solve MODEL --device {name}")
+    for message in calibration.warnings:
+        warn(message)
     return ExitCode.OK

@@ -83,7 +83,7 @@ def _detail(d: Device) -> str:
             lines.append(f"  {cls} {dtype}: {value:g}")
             lines.append(f"    {src.get(f'efficiency.{cls}.{dtype}', src.get('efficiency', '-'))}")
     lines.append(f"  memory: {f.memory:g}")
-    lines.append(f"    {src.get('efficiency.memory', src.get('efficiency', '[P] not given: 1'))}")
+    lines.append(f"    {src.get('efficiency.memory', '[P] not given: 1, the full bandwidth')}")
     lines.append(f"overhead per kernel: {f.kernel_s * 1e6:g} us")
     lines.append(f"  {src.get('overhead.kernel_s', '-')}")
     if d.calibration:

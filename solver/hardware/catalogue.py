@@ -242,6 +242,8 @@ def _merge_base(raw: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     replaced = set(_number_paths(raw))
     if "pcie" in raw and raw["pcie"] is None:  # `pcie: null` removes the base's host link
         replaced |= {f"pcie.{k}" for k in _LINK_KEYS}
+    if "overhead" in raw and raw["overhead"] is None:  # `overhead: null`: none (taken as 0)
+        replaced |= {f"overhead.{k}" for k in _OVERHEAD_KEYS}
     scalar_eff = "efficiency" in raw and not isinstance(raw["efficiency"], Mapping)
     merged["sources"] = {k: v for k, v in merged.get("sources", {}).items()
                          if k not in replaced and not (scalar_eff and k.startswith("efficiency"))}

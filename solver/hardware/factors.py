@@ -23,7 +23,8 @@ In a device YAML::
     overhead: {kernel_s: 4.0e-6}
 
 A single number (``efficiency: 0.7``, the format before op classes) sets matmul and attention
-for every dtype, memory 1.0, no overhead.
+for every dtype and memory 1.0; the overhead is its own entry (from ``base`` where not given,
+else 0).
 """
 
 from __future__ import annotations
