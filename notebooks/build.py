@@ -146,8 +146,8 @@ of its throughput. Whether layer-wise pipelining beats TP=8 x PP=2 depends on wh
 for one batch of 16 micro-batches the 16-stage pipeline pays a bubble of about half its time, so
 it is barely ahead for the stated model and behind for the 30B reconstruction, while a pipeline
 kept full favours it in both. Neither reading reproduces the claimed 12,800 -> 15,360 tokens/s,
-which is 6 to 51 times below what the cost model predicts for this prefill (6 to 9 times for
-the 30B reconstruction, 44 to 51 times for the model as stated)."""),
+which is 6 to 49 times below what the cost model predicts for this prefill (6 to 9 times for
+the 30B reconstruction, 42 to 49 times for the model as stated)."""),
 ]
 
 NOTEBOOKS["03_capacity_frontier"] = [
