@@ -34,7 +34,6 @@ from .footprint import LayerFootprint, Workload
 
 __all__ = [
     "LayerTerms",
-    "compute_time",
     "layer_terms",
     "memory_time",
     "overhead_time",
@@ -72,18 +71,24 @@ def weight_read_bytes(fp: LayerFootprint, input_bytes: int | None = None) -> int
     return max(0, min(fp.weight_bytes, weights))
 
 
+def _bandwidths(device: Device, tier: str | None, activations_in_tier: bool) -> tuple[float, float]:
+    """(the weights' bandwidth, the rest's): ``tier``'s for the weights (None: main memory), and
+    for the rest too unless only the weights live there."""
+    main_bw = device.bandwidth(None)
+    tier_bw = main_bw if tier is None or tier == device.main_memory else device.bandwidth(tier)
+    return tier_bw, tier_bw if activations_in_tier else main_bw
+
+
 def layer_terms(fp: LayerFootprint, device: Device, workload: Workload, tier: str | None = None,
                 *, activations_in_tier: bool = True, input_bytes: int | None = None) -> LayerTerms:
     """The layer's terms on ``device`` (its weights read from ``tier``; None: main memory)."""
-    main_bw = device.bandwidth(None)
-    tier_bw = main_bw if tier is None or tier == device.main_memory else device.bandwidth(tier)
+    weight_bw, other_bw = _bandwidths(device, tier, activations_in_tier)
     weights = weight_read_bytes(fp, input_bytes)
     kv = min(fp.kv_cache_bytes, fp.bytes_moved - weights)
     other = max(0, fp.bytes_moved - weights - kv)
     dtype = workload.activation_dtype
     return LayerTerms(fp.flops - fp.attention_flops, fp.attention_flops, device.peak(dtype), dtype,
-                      weights, tier_bw, kv, other,
-                      tier_bw if activations_in_tier else main_bw, fp.kernels)
+                      weights, weight_bw, kv, other, other_bw, fp.kernels)
 
 
 def terms_latency(terms: LayerTerms, factors: CostFactors) -> float:
@@ -98,25 +103,13 @@ def terms_latency(terms: LayerTerms, factors: CostFactors) -> float:
     return matmul + attention + terms.other_bytes / other_bw + terms.kernels * factors.kernel_s
 
 
-def compute_time(fp: LayerFootprint, device: Device, workload: Workload) -> float:
-    """FLOPs over the derated peak of the compute dtype, each class at its efficiency."""
-    f = device.factors
-    peak = device.peak(workload.activation_dtype)
-    return ((fp.flops - fp.attention_flops) / (peak * f.matmul_for(workload.activation_dtype))
-            + fp.attention_flops / (peak * f.attention_for(workload.activation_dtype)))
-
-
 def memory_time(fp: LayerFootprint, device: Device, tier: str | None = None, *,
                 activations_in_tier: bool = True, input_bytes: int | None = None) -> float:
     """Seconds to move the layer's bytes, given where its weights (and activations) live."""
-    mem = device.factors.memory
-    main_bw = device.bandwidth(None) * mem
-    if tier is None or tier == device.main_memory:
-        return fp.bytes_moved / main_bw
-    tier_bw = device.bandwidth(tier) * mem
+    weight_bw, other_bw = _bandwidths(device, tier, activations_in_tier)
     weights = weight_read_bytes(fp, input_bytes)
-    rest = fp.bytes_moved - weights
-    return weights / tier_bw + rest / (tier_bw if activations_in_tier else main_bw)
+    mem = device.factors.memory
+    return weights / (weight_bw * mem) + (fp.bytes_moved - weights) / (other_bw * mem)
 
 
 def overhead_time(fp: LayerFootprint, device: Device) -> float:

@@ -68,8 +68,3 @@ class CostFactors:
     def to_dict(self) -> dict[str, Any]:
         return {"matmul": dict(self.matmul), "attention": dict(self.attention),
                 "memory": self.memory, "kernel_s": self.kernel_s}
-
-    def to_yaml(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(efficiency, overhead) entries in the device-file format."""
-        return ({"matmul": dict(self.matmul), "attention": dict(self.attention),
-                 "memory": self.memory}, {"kernel_s": self.kernel_s})
