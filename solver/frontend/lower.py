@@ -11,12 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..core.errors import InvalidInputError
-from ..core.extensions import (
-    Residency,
-    TensorParallel,
-    allreduce_counts,
-    default_allreduce_bytes,
-)
+from ..core.extensions import Residency, TensorParallel, allreduce_counts
 from ..core.fleet import Fleet
 from ..core.link import Link
 from ..core.problem import MemoryModel, Problem
@@ -26,6 +21,7 @@ from .graph import LayerGraph
 
 __all__ = [
     "allreduce_bytes_of",
+    "allreduce_counts_of",
     "check_tp_degrees",
     "fleet_for",
     "kind_latencies",
@@ -154,18 +150,23 @@ def overheads_of(graph: LayerGraph) -> np.ndarray:
     return np.array([float(layer.get("overhead_s", 0.0)) for layer in graph.layers()])
 
 
+def allreduce_counts_of(graph: LayerGraph) -> np.ndarray:
+    """Per layer: the all-reduces it does when tensor-parallel (its ``allreduces`` where the cost
+    model or a chain JSON gives them, else by its ``kind``: see allreduce_counts)."""
+    layers = graph.layers()
+    by_kind = allreduce_counts([layer.get("kind") for layer in layers])
+    return np.array([layer.get("allreduces", c) for layer, c in zip(layers, by_kind, strict=True)],
+                    dtype=np.int64)
+
+
 def allreduce_bytes_of(graph: LayerGraph) -> np.ndarray:
     """Per layer, in execution order: the bytes it all-reduces when tensor-parallel (its
-    ``allreduce_bytes`` where the cost model wrote them, in the reduction dtype; else by its
-    ``kind``: see default_allreduce_bytes)."""
+    ``allreduce_bytes`` where the cost model wrote them, in the reduction dtype; else its output
+    once per all-reduce, ``allreduce_counts_of``)."""
     layers = graph.layers()
-    default = default_allreduce_bytes([layer.get("kind") for layer in layers],
-                                      np.array([layer["activation_bytes"] for layer in layers]))
-    # a chain JSON's own count of all-reduces sizes its bytes when it gives no bytes
-    counted = [layer["allreduces"] * int(layer["activation_bytes"]) if "allreduces" in layer
-               else d for layer, d in zip(layers, default, strict=True)]
-    return np.array([layer.get("allreduce_bytes", d)
-                     for layer, d in zip(layers, counted, strict=True)], dtype=np.int64)
+    counts = allreduce_counts_of(graph)
+    return np.array([layer.get("allreduce_bytes", int(c) * int(layer["activation_bytes"]))
+                     for layer, c in zip(layers, counts, strict=True)], dtype=np.int64)
 
 
 def check_tp_degrees(graph: LayerGraph, degrees: Sequence[int]) -> None:
@@ -197,14 +198,12 @@ def tensor_parallel_for(graph: LayerGraph, degrees: Sequence[int], devices_per_n
         raise InvalidInputError(f"model {graph.name!r} has no link between devices to all-reduce "
                                 "over; give one", field="tp_link")
     check_tp_degrees(graph, degrees)
-    layers = graph.layers()
-    counts = allreduce_counts([layer.get("kind") for layer in layers])
-    counts = np.array([layer.get("allreduces", c) for layer, c in zip(layers, counts, strict=True)])
     latency = np.array([layer["latency_s"] if isinstance(layer["latency_s"], int | float)
-                        else 0.0 for layer in layers], dtype=np.float64)
+                        else 0.0 for layer in graph.layers()], dtype=np.float64)
     fixed = np.minimum(overheads_of(graph), latency)
     return TensorParallel(tuple(degrees), devices_per_node, allreduce_bytes_of(graph), link,
-                          allreduce_count=counts, fixed_s=fixed, algorithm=algorithm)
+                          allreduce_count=allreduce_counts_of(graph), fixed_s=fixed,
+                          algorithm=algorithm)
 
 
 def residency_for(graph: LayerGraph) -> Residency:

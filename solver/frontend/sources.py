@@ -188,16 +188,17 @@ def graph_from_layers(name: str, layers: list[LayerDesc], workload: Workload,
     for fp in fps:
         hbm = roofline_latency(fp, device, workload, input_bytes=previous)
         desc = layers[len(rows)]
+        allreduces = int(allreduce_counts([fp.kind])[0])
         row = {"name": fp.name, "kind": fp.kind, "params": fp.params,
                "weight_bytes": fp.weight_bytes, "activation_bytes": fp.activation_bytes,
                "buffer_bytes": fp.buffer_bytes, "kv_cache_bytes": fp.kv_cache_bytes,
                "kv_bytes_per_token": fp.kv_bytes_per_token,
                "flops": fp.flops, "bytes_moved": fp.bytes_moved, "latency_s": hbm,
                "overhead_s": overhead_time(fp, device),
-               "allreduces": int(allreduce_counts([fp.kind])[0]),
+               "allreduces": allreduces,
                # all-reduced in at least 16 bits: FP8 and INT8 runs reduce their partial sums
                # in BF16, so the bytes are the output's at the reduction dtype
-               "allreduce_bytes": int(allreduce_counts([fp.kind])[0])
+               "allreduce_bytes": allreduces
                * math.ceil(fp.activation_bytes * reduce_size / act_size)}
         if desc.attention is not None:
             row["heads"] = desc.attention.heads
