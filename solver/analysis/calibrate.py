@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from models.layers import LayerDesc
+
 from ..core.errors import InvalidInputError
 from ..core.files import display_path, shorten
 from ..hardware.catalogue import Device
@@ -264,14 +266,16 @@ class PreparedMeasurement:
         return total
 
 
-def _forward(m: Measurement, device: Device, phase: str, seq: int, batch: int,
-             layer: str | None = None) -> tuple[tuple[tuple[LayerTerms, int], ...], float]:
+def _forward(m: Measurement, device: Device, model: tuple[str, list[LayerDesc]], phase: str,
+             seq: int, layer: str | None = None) -> tuple[tuple[tuple[LayerTerms, int], ...], float]:
+    """One forward of ``model`` (its name and layers) at ``phase`` and ``seq``: its distinct
+    layers' terms with their counts, and its all-reduce seconds on ``m.tp`` devices."""
     from ..frontend.lower import tensor_parallel_for
-    from ..frontend.sources import graph_from_layers, model_layers
+    from ..frontend.sources import graph_from_layers
 
-    workload = Workload(batch=batch, seq_len=seq, phase=phase,  # type: ignore[arg-type]
+    workload = Workload(batch=m.batch, seq_len=seq, phase=phase,  # type: ignore[arg-type]
                         weight_dtype=m.weight_dtype, activation_dtype=m.activation_dtype)
-    name, layers, _spec, _kind = model_layers(m.model, "block", None, None)
+    name, layers = model
     graph, fps = graph_from_layers(name, layers, workload, device)
     if layer is not None:
         chosen = [fp for fp in fps if fp.name == layer]
@@ -299,19 +303,19 @@ def prepare(m: Measurement, device: Device) -> PreparedMeasurement:
 
 
 def _prepare(m: Measurement, device: Device) -> PreparedMeasurement:
-    if m.kind == "layer":
-        groups, ar = _forward(m, device, "prefill", m.input_len, m.batch, m.layer)
+    from ..frontend.sources import model_layers
+
+    name, layers, _spec, _kind = model_layers(m.model, "block", None, None)
+    model = (name, layers)
+    if m.kind in ("layer", "prefill", "decode"):
+        phase = "decode" if m.kind == "decode" else "prefill"
+        groups, ar = _forward(m, device, model, phase, m.input_len,
+                              m.layer if m.kind == "layer" else None)
         return PreparedMeasurement(m, m.tp, (_Part(groups, ar, 1.0),))
-    if m.kind == "prefill":
-        groups, ar = _forward(m, device, "prefill", m.input_len, m.batch)
-        return PreparedMeasurement(m, m.tp, (_Part(groups, ar, 1.0),))
-    if m.kind == "decode":
-        groups, ar = _forward(m, device, "decode", m.input_len, m.batch)
-        return PreparedMeasurement(m, m.tp, (_Part(groups, ar, 1.0),))
-    parts = [_Part(*_forward(m, device, "prefill", m.input_len, m.batch), 1.0)]
+    parts = [_Part(*_forward(m, device, model, "prefill", m.input_len), 1.0)]
     if m.output_len > 1:
         context = m.input_len + m.output_len // 2
-        parts.append(_Part(*_forward(m, device, "decode", context, m.batch),
+        parts.append(_Part(*_forward(m, device, model, "decode", context),
                            float(m.output_len - 1)))
     return PreparedMeasurement(m, m.tp, tuple(parts))
 
@@ -336,6 +340,12 @@ class Calibration:
     """The same under the starting factors."""
     at_bound: tuple[str, ...] = ()
     """Fitted factors that ended at a bound of their range (the data did not determine them)."""
+
+    @property
+    def fitted_values(self) -> dict[str, float]:
+        """The fitted figures by device-file path (``efficiency.matmul.bf16``, ...)."""
+        return {path: _at_path(self.factors, path) for name in self.fitted
+                for path in _paths(name)}
 
     @property
     def warnings(self) -> list[str]:
@@ -372,8 +382,29 @@ class Calibration:
                  "ratio": p / m.seconds} for m, p in self.rows]
 
 
-def _parameters(factors: CostFactors, dtypes: Iterable[str],
-                classes: Sequence[str]) -> list[str]:
+def _paths(name: str) -> tuple[str, ...]:
+    """The device-file paths a fitted factor sets: ``matmul.fp16`` stands for both 16-bit
+    dtypes (same tensor-core rate), ``kernel_s`` is the overhead."""
+    if name == "memory":
+        return ("efficiency.memory",)
+    if name == "kernel_s":
+        return ("overhead.kernel_s",)
+    cls, dtype = name.split(".")
+    return tuple(f"efficiency.{cls}.{d}" for d in (("bf16", "fp16") if dtype == "fp16"
+                                                    else (dtype,)))
+
+
+def _at_path(factors: CostFactors, path: str) -> float:
+    """The figure at a device-file path (``efficiency.matmul.fp8``, ``overhead.kernel_s``)."""
+    if path == "efficiency.memory":
+        return factors.memory
+    if path == "overhead.kernel_s":
+        return factors.kernel_s
+    _, cls, dtype = path.split(".")
+    return factors.matmul_for(dtype) if cls == "matmul" else factors.attention_for(dtype)
+
+
+def _parameters(dtypes: Iterable[str], classes: Sequence[str]) -> list[str]:
     """Names of the factors to fit: matmul per compute dtype in the data (16-bit dtypes share
     one), attention, memory, overhead."""
     names: list[str] = []
@@ -390,44 +421,42 @@ def _parameters(factors: CostFactors, dtypes: Iterable[str],
 
 
 def _value(factors: CostFactors, name: str) -> float:
-    if name == "memory":
-        return factors.memory
     if name == "kernel_s":
         return max(factors.kernel_s, 1e-6)  # a zero start cannot move in log space
-    cls, dtype = name.split(".")
-    return factors.matmul_for(dtype) if cls == "matmul" else factors.attention_for(dtype)
+    return _at_path(factors, _paths(name)[-1])
 
 
 def _with(factors: CostFactors, values: dict[str, float]) -> CostFactors:
-    matmul, attention = dict(factors.matmul), dict(factors.attention)
+    tables = {"matmul": dict(factors.matmul), "attention": dict(factors.attention)}
     memory, kernel_s = factors.memory, factors.kernel_s
     for name, value in values.items():
-        if name == "memory":
-            memory = value
-        elif name == "kernel_s":
-            kernel_s = value
-        else:
-            cls, dtype = name.split(".")
-            table = matmul if cls == "matmul" else attention
-            table.update({"bf16": value, "fp16": value} if dtype == "fp16" else {dtype: value})
-    return replace(factors, matmul=matmul, attention=attention, memory=memory, kernel_s=kernel_s)
+        for path in _paths(name):
+            if path == "efficiency.memory":
+                memory = value
+            elif path == "overhead.kernel_s":
+                kernel_s = value
+            else:
+                _, cls, dtype = path.split(".")
+                tables[cls][dtype] = value
+    return replace(factors, matmul=tables["matmul"], attention=tables["attention"],
+                   memory=memory, kernel_s=kernel_s)
+
+
+def _bounds(name: str) -> tuple[float, float]:
+    return _BOUNDS["kernel_s" if name == "kernel_s" else "efficiency"]
 
 
 def _bounds_text(names: Sequence[str]) -> str:
-    parts = []
-    for name in names:
-        low, high = _BOUNDS["kernel_s" if name == "kernel_s" else "efficiency"]
-        parts.append(f"{name} in [{low:g}, {high:g}]")
-    return "; ".join(parts)
+    return "; ".join(f"{name} in [{_bounds(name)[0]:g}, {_bounds(name)[1]:g}]" for name in names)
 
 
 def _at_bound(name: str, value: float) -> bool:
-    low, high = _BOUNDS["kernel_s" if name == "kernel_s" else "efficiency"]
+    low, high = _bounds(name)
     return value <= low * (1 + 1e-3) or value >= high * (1 - 1e-3)
 
 
 def _clip(name: str, value: float) -> float:
-    low, high = _BOUNDS["kernel_s" if name == "kernel_s" else "efficiency"]
+    low, high = _bounds(name)
     return min(max(value, low), high)
 
 
@@ -476,7 +505,7 @@ def fit_factors(measurements: Sequence[Measurement], device: Device, *,
                                 f"{shorten(','.join(classes))}", field="fit")
     prepared = [prepare(m, device) for m in measurements]
     start = device.factors
-    names = _parameters(start, (m.activation_dtype for m in measurements), classes)
+    names = _parameters((m.activation_dtype for m in measurements), classes)
     x0 = np.log([_clip(n, _value(start, n)) for n in names])
     logs_measured = np.log([m.seconds for m in measurements])
 

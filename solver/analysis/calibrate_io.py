@@ -23,34 +23,31 @@ def calibration_yaml(calibration: Calibration, device: Device, name: str,
     """A device file defining ``name`` as ``device`` with the fitted factors, each sourced to
     the fit, and the fit's residuals under ``calibration``."""
     f = calibration.factors
-    source = _source(calibration, data)
-    efficiency: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for cls, table in (("matmul", f.matmul), ("attention", f.attention)):
-        moved = {fit.split(".")[1] for fit in calibration.fitted if fit.startswith(cls + ".")}
-        if "fp16" in moved and cls == "matmul":
-            moved |= {"bf16"}
-        # written whole (a base whose efficiency is one number is replaced, not merged); the
-        # base's default stays the default unless it was fitted
-        entry = {"default": float(table.get("default", 1.0))}
-        sources[f"efficiency.{cls}.default"] = device.sources.get(
-            f"efficiency.{cls}.default", device.sources.get("efficiency", "[P] base device"))
-        for dtype, value in table.items():
-            entry[dtype] = round(float(value), 4)
-            sources[f"efficiency.{cls}.{dtype}"] = source if dtype in moved else \
-                device.sources.get(f"efficiency.{cls}.{dtype}",
-                                   device.sources.get("efficiency", "[P] base device"))
-        efficiency[cls] = entry
+    fitted = calibration.fitted_values
+    fit_source = _source(calibration, data)
+
+    def source(path: str) -> str:
+        """The fit's source for a fitted figure, else the base device's."""
+        return fit_source if path in fitted else \
+            device.sources.get(path, device.sources.get("efficiency", "[P] base device"))
+
+    # written whole (a base whose efficiency is one number is replaced, not merged); the base's
+    # default stays the default unless it was fitted
+    efficiency: dict[str, Any] = {
+        cls: {"default": float(table.get("default", 1.0)),
+              **{dtype: round(float(value), 4) for dtype, value in table.items()}}
+        for cls, table in (("matmul", f.matmul), ("attention", f.attention))}
     efficiency["memory"] = round(f.memory, 4)
-    sources["efficiency.memory"] = source if "memory" in calibration.fitted else \
-        device.sources.get("efficiency.memory", "[P] base device")
+    sources = {f"efficiency.{cls}.{dtype}": source(f"efficiency.{cls}.{dtype}")
+               for cls in ("matmul", "attention") for dtype in efficiency[cls]}
+    sources["efficiency.memory"] = source("efficiency.memory")
     entry_doc: dict[str, Any] = {"base": device.name,
                                  "description": f"{device.description or device.name}, "
                                                 f"calibrated"}
     entry_doc["efficiency"] = efficiency
-    if "kernel_s" in calibration.fitted:
+    if "overhead.kernel_s" in fitted:
         entry_doc["overhead"] = {"kernel_s": float(f"{f.kernel_s:.4g}")}
-        sources["overhead.kernel_s"] = source
+        sources["overhead.kernel_s"] = fit_source
     entry_doc["sources"] = sources
     stats = calibration.stats
     entry_doc["calibration"] = {

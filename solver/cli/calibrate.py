@@ -88,16 +88,10 @@ def run(args: argparse.Namespace) -> int:
     doc = calibration_yaml(calibration, device, name, data.name)
     write_text_whole(args.output, "# written by cachepart calibrate\n"
                      + yaml.safe_dump(doc, sort_keys=False, width=100))
-    f, stats, before = calibration.factors, calibration.stats, calibration.start_stats
+    stats, before = calibration.stats, calibration.start_stats
     print(f"{name}: {len(measurements)} measurements from {data.name} on {device.name}")
-    print("fitted: " + ", ".join(
-        [f"matmul {k} {v:.3f}" for k, v in f.matmul.items() if k != "default"
-         and any(p == f"matmul.{k}" or (p == "matmul.fp16" and k == "bf16")
-                 for p in calibration.fitted)]
-        + ([f"attention {f.attention['default']:.3f}"] if "attention.default"
-           in calibration.fitted else [])
-        + ([f"memory {f.memory:.3f}"] if "memory" in calibration.fitted else [])
-        + ([f"kernel {f.kernel_s * 1e6:.2f} us"] if "kernel_s" in calibration.fitted else [])))
+    print("fitted: " + ", ".join(_fitted_text(path, value)
+                                 for path, value in calibration.fitted_values.items()))
     print(f"off by (the larger of predicted / measured and its inverse): median "
           f"{stats['median_ratio']:.3f}x, worst {stats['worst_ratio']:.3f}x (before: median "
           f"{before['median_ratio']:.3f}x, worst {before['worst_ratio']:.3f}x)")
@@ -109,3 +103,11 @@ def run(args: argparse.Namespace) -> int:
     for message in calibration.warnings:
         warn(message)
     return ExitCode.OK
+
+
+def _fitted_text(path: str, value: float) -> str:
+    """``matmul fp8 0.414``, ``attention 0.700``, ``memory 1.000``, ``kernel 6.71 us``."""
+    if path == "overhead.kernel_s":
+        return f"kernel {value * 1e6:.2f} us"
+    label = path.removeprefix("efficiency.").removesuffix(".default").replace(".", " ")
+    return f"{label} {value:.3f}"
