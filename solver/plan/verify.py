@@ -55,12 +55,16 @@ class VerifyResult:
     wall_s: float
 
 
-def _older(version: str, than: str) -> bool:
-    """Whether schema ``version`` (1.x) is before ``than``."""
+def _before_calibration(plan: Plan) -> str | None:
+    """Why the plan's times may differ from today's model, when its schema predates the
+    calibrated cost model (COST_MODEL_SINCE); else None."""
     try:
-        return tuple(map(int, version.split("."))) < tuple(map(int, than.split(".")))
+        older = tuple(map(int, plan.schema_version.split("."))) < \
+            tuple(map(int, COST_MODEL_SINCE.split(".")))
     except ValueError:
-        return False
+        return None
+    return (f"the plan (schema {plan.schema_version}) was timed by the cost model before "
+            f"calibration, schema {COST_MODEL_SINCE}") if older else None
 
 
 class _Fail(Exception):
@@ -279,9 +283,8 @@ def _check(plan: Plan, model: _Model) -> tuple[tuple[str, ...], tuple[str, ...]]
     _check_layers(plan, names, label)
     found = fingerprint(model.graph)
     if found != plan.model.fingerprint:
-        why = (f"the plan (schema {plan.schema_version}) was timed by the cost model before "
-               f"calibration, schema {COST_MODEL_SINCE}, or the model changed: solve it again"
-               if _older(plan.schema_version, COST_MODEL_SINCE) else
+        stale = _before_calibration(plan)
+        why = (f"{stale}, or the model changed: solve it again" if stale else
                "the model or the device catalogue changed since the plan was made, or the plan "
                "was edited: re-solve it")
         raise _Fail("model/fingerprint", f"recorded {plan.model.fingerprint}, "
@@ -384,9 +387,8 @@ def _check_stage(plan: Plan, st: StagePlan, cost: StageCost, problem: Problem,
             hint = "" if name == "transfer_in_s" else \
                 " (the cost model's; a plan timed by --profile records model.latency_source " \
                 "'profile')"
-            if _older(plan.schema_version, COST_MODEL_SINCE):
-                hint = (f" (plan schema {plan.schema_version}: timed by the cost model before "
-                        f"calibration, schema {COST_MODEL_SINCE}; solve it again)")
+            if (stale := _before_calibration(plan)) is not None:
+                hint = f" ({stale}; solve it again)"
             raise _Fail(f"{where}/{name}", f"recorded {recorded}, the model gives {expected}{hint}")
 
     same_bytes("memory_bytes", st.memory_bytes, cost.memory_bytes)
